@@ -4,7 +4,9 @@
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
+//! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...).
 
+mod bench;
 mod stack;
 mod test;
 mod tools;
@@ -20,9 +22,21 @@ commands:
                                    run PostgreSQL (primary + replica), OpenBao and the services; Ctrl-C stops them
   down [--dir DIR]                 stop a stack left running
   reset [--dir DIR]                stop the stack and delete its data (./.stack)
-  test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)";
+  test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)
+  bench [NAME [ARGS...]]           run a named benchmark (no NAME: list them)";
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the context chain on one line, without a backtrace.
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -45,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         "down" => runtime.block_on(stack::down(&stack_dir(&rest)?)),
         "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
         "test" => test::run(&rest),
+        "bench" => bench::run(&rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
