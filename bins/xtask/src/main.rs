@@ -5,6 +5,7 @@
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...).
+//! - `cargo xtask tools`: installs what is missing, prints `export` lines.
 
 mod bench;
 mod stack;
@@ -23,7 +24,8 @@ commands:
   down [--dir DIR]                 stop a stack left running
   reset [--dir DIR]                stop the stack and delete its data (./.stack)
   test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)
-  bench [NAME [ARGS...]]           run a named benchmark (no NAME: list them)";
+  bench [NAME [ARGS...]]           run a named benchmark (no NAME: list them)
+  tools                            install what is missing; print `export` lines for PG_BINDIR and BAO_BIN";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -60,6 +62,13 @@ fn run() -> anyhow::Result<()> {
         "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
+        "tools" => {
+            // For scripts: `eval "$(cargo xtask tools)"`.
+            for (key, value) in tools::ensure()?.env() {
+                println!("export {key}='{}'", value.display());
+            }
+            Ok(())
+        }
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
