@@ -22,7 +22,7 @@ use crate::{tools, workspace_root};
 /// port each listens on.
 const SERVICES: [(&str, u16); 2] = [("store-service", 3000), ("gateway", 8080)];
 
-const PG_PORTS: [u16; 2] = [55432, 55433];
+const PG_PORTS: [u16; 2] = [15432, 15433];
 const BAO_PORT: u16 = 8200;
 const DATABASE: &str = "stores";
 const TRANSIT_KEY: &str = "store-secrets";
