@@ -1,0 +1,270 @@
+//! [`Cursor`]: an opaque position in the list of stores, ordered by
+//! `(created_at, id)`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Store;
+
+/// The format version written as the payload's first byte.
+const FORMAT_V1: u8 = 1;
+/// Payload length of format 1: version, i128 nanoseconds, UUID.
+const PAYLOAD_V1_LEN: usize = 1 + 16 + 16;
+/// Longest text accepted by [`Cursor::decode`], checked before decoding.
+pub const CURSOR_MAX_CHARS: usize = 64;
+
+/// A position in the list of stores: the `(created_at, id)` of the last store
+/// of a page. The next page starts after it.
+///
+/// On the wire it is an opaque string (URL-safe base64 without padding of a
+/// small versioned payload; 44 characters today): clients pass it back as
+/// `cursor=` and never build or read one. It is not signed: a client that
+/// edits it only moves its own position in the list.
+///
+/// ```
+/// use store_domain::Cursor;
+/// use time::OffsetDateTime;
+/// use uuid::Uuid;
+///
+/// let cursor = Cursor::new(OffsetDateTime::UNIX_EPOCH, Uuid::nil());
+/// let text = cursor.encode();
+/// assert_eq!(text.len(), 44);
+/// assert_eq!(Cursor::decode(&text)?, cursor);
+/// assert!(Cursor::decode("not a cursor").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// `created_at` of the last store seen, in UTC.
+    created_at: OffsetDateTime,
+    /// `id` of the last store seen.
+    id: Uuid,
+}
+
+impl Cursor {
+    /// The position just after a store with this `created_at` and `id`.
+    #[must_use]
+    pub fn new(created_at: OffsetDateTime, id: Uuid) -> Self {
+        Self {
+            created_at: created_at.to_offset(time::UtcOffset::UTC),
+            id,
+        }
+    }
+
+    /// The position just after `store`.
+    #[must_use]
+    pub fn after(store: &Store) -> Self {
+        Self::new(store.created_at, store.id)
+    }
+
+    /// `created_at` of the last store seen, in UTC.
+    #[must_use]
+    pub const fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// `id` of the last store seen.
+    #[must_use]
+    pub const fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The opaque text form.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut payload = [0_u8; PAYLOAD_V1_LEN];
+        payload[0] = FORMAT_V1;
+        payload[1..17].copy_from_slice(&self.created_at.unix_timestamp_nanos().to_be_bytes());
+        payload[17..].copy_from_slice(self.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(payload)
+    }
+
+    /// Reads the text form. Never panics, whatever the input.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorError`] when the text is not a cursor this version wrote.
+    pub fn decode(text: &str) -> Result<Self, CursorError> {
+        if text.len() > CURSOR_MAX_CHARS {
+            return Err(CursorError::TooLong);
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| CursorError::Encoding)?;
+        let Some(&format) = payload.first() else {
+            return Err(CursorError::Length);
+        };
+        if format != FORMAT_V1 {
+            return Err(CursorError::Format(format));
+        }
+        let (Some(nanos), Some(id)) = (payload.get(1..17), payload.get(17..)) else {
+            return Err(CursorError::Length);
+        };
+        let (Ok(nanos), Ok(id)) = (<[u8; 16]>::try_from(nanos), <[u8; 16]>::try_from(id)) else {
+            return Err(CursorError::Length);
+        };
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from_be_bytes(nanos))
+            .map_err(|_| CursorError::Time)?;
+        Ok(Self {
+            created_at,
+            id: Uuid::from_bytes(id),
+        })
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::decode(s)
+    }
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::decode(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Cursor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(CURSOR_MAX_CHARS))
+            .description(Some(
+                "Opaque position in the list; pass back the `nextCursor` of the previous page.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Cursor {}
+
+/// Text that is not a cursor. None of these is retryable: the client should
+/// start again from the first page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CursorError {
+    /// Longer than any cursor (checked before decoding).
+    #[error("the cursor is too long")]
+    TooLong,
+    /// Not URL-safe base64.
+    #[error("the cursor is not a valid cursor string")]
+    Encoding,
+    /// The payload has the wrong length.
+    #[error("the cursor has the wrong length")]
+    Length,
+    /// A format this version does not read.
+    #[error("the cursor has an unknown format ({0})")]
+    Format(u8),
+    /// The time is out of range.
+    #[error("the cursor's time is out of range")]
+    Time,
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn round_trips_exactly() {
+        let id = Uuid::from_u128(0x0192_0000_7000_8000_0000_0000_0000_0001);
+        for at in [
+            datetime!(2026-11-26 09:30:00.123456789 UTC),
+            datetime!(1970-01-01 00:00:00 UTC),
+            datetime!(1969-12-31 23:59:59.999999999 UTC),
+            datetime!(2026-11-26 10:30:00.5 +01:00),
+        ] {
+            let cursor = Cursor::new(at, id);
+            let text = cursor.encode();
+            assert_eq!(text.len(), 44);
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+            let back = Cursor::decode(&text).unwrap();
+            assert_eq!(back, cursor);
+            assert_eq!(back.created_at(), at);
+            assert_eq!(back.created_at().offset(), time::UtcOffset::UTC);
+            assert_eq!(back.id(), id);
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        let valid = Cursor::new(datetime!(2026-01-01 00:00 UTC), Uuid::nil()).encode();
+        let cases: [(String, CursorError); 7] = [
+            (String::new(), CursorError::Length),
+            ("!!!!".into(), CursorError::Encoding),
+            ("a".repeat(65), CursorError::TooLong),
+            (valid[..40].to_owned(), CursorError::Length),
+            (URL_SAFE_NO_PAD.encode([2_u8; 33]), CursorError::Format(2)),
+            (
+                URL_SAFE_NO_PAD.encode({
+                    let mut p = [0xff_u8; 33];
+                    p[0] = 1;
+                    p[1] = 0x7f;
+                    p
+                }),
+                CursorError::Time,
+            ),
+            (format!("{valid}=="), CursorError::Encoding),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Cursor::decode(&text), Err(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn serde_is_the_string() {
+        let cursor = Cursor::new(datetime!(2026-01-01 00:00 UTC), Uuid::nil());
+        let json = serde_json::to_string(&cursor).unwrap();
+        assert_eq!(json, format!("\"{}\"", cursor.encode()));
+        assert_eq!(serde_json::from_str::<Cursor>(&json).unwrap(), cursor);
+        let err = serde_json::from_str::<Cursor>("\"zzz\"").unwrap_err();
+        assert!(err.to_string().starts_with("the cursor"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(text in ".{0,80}") {
+            let _ = Cursor::decode(&text);
+        }
+
+        #[test]
+        fn decode_of_any_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..60)) {
+            let _ = Cursor::decode(&URL_SAFE_NO_PAD.encode(bytes));
+        }
+
+        #[test]
+        fn any_valid_cursor_round_trips(nanos in -10_000_000_000_000_000_000_i128..10_000_000_000_000_000_000, id in proptest::num::u128::ANY) {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let cursor = Cursor::new(at, Uuid::from_u128(id));
+            proptest::prop_assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        }
+    }
+}
