@@ -33,6 +33,15 @@ pub struct OpenBaoBuilder {
     dir: Option<PathBuf>,
     port: Option<u16>,
     binary: Option<PathBuf>,
+    tls: Option<TlsListener>,
+}
+
+/// A second, TLS-only listener (see [`OpenBaoBuilder::tls`]).
+#[derive(Debug, Clone)]
+struct TlsListener {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 impl OpenBaoBuilder {
@@ -56,6 +65,29 @@ impl OpenBaoBuilder {
         self
     }
 
+    /// Adds a second listener that serves TLS with this PEM certificate
+    /// (chain) and key, on its own free port: [`OpenBao::tls_addr`]. The
+    /// plain-HTTP listener stays, so [`OpenBao::call`] and the setup helpers
+    /// work unchanged; clients under test talk to the TLS one with the CA
+    /// the test generated.
+    pub fn tls(mut self, cert_pem: impl Into<PathBuf>, key_pem: impl Into<PathBuf>) -> Self {
+        self.tls = Some(TlsListener {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+            client_ca: None,
+        });
+        self
+    }
+
+    /// Makes the TLS listener require and verify client certificates issued
+    /// by this PEM CA (mutual TLS). Needs [`OpenBaoBuilder::tls`].
+    pub fn tls_client_ca(mut self, ca_pem: impl Into<PathBuf>) -> Self {
+        if let Some(tls) = &mut self.tls {
+            tls.client_ca = Some(ca_pem.into());
+        }
+        self
+    }
+
     /// Starts the server, initialises it on first use, unseals it and waits
     /// until it is the active node.
     pub async fn start(self) -> Result<OpenBao> {
@@ -66,7 +98,7 @@ impl OpenBaoBuilder {
         };
         let (root, existing) = Root::open(self.dir.as_deref(), "testkit-bao-", STATE_FILE)?;
         private_dir(None, root.path())?;
-        let ports = if existing {
+        let mut ports: Ports = if existing {
             root.load(STATE_FILE)?
         } else {
             let ports = Ports {
@@ -75,9 +107,36 @@ impl OpenBaoBuilder {
                     None => crate::free_port()?,
                 },
                 cluster: crate::free_port()?,
+                tls: None,
             };
             root.save(STATE_FILE, &ports)?;
             ports
+        };
+        if self.tls.is_some() && ports.tls.is_none() {
+            ports.tls = Some(crate::free_port()?);
+            root.save(STATE_FILE, &ports)?;
+        }
+        let tls_listener = match (&self.tls, ports.tls) {
+            (Some(tls), Some(port)) => {
+                let client_ca = match &tls.client_ca {
+                    Some(ca) => format!(
+                        "\n  tls_require_and_verify_client_cert = true\n  tls_client_ca_file = \"{}\"",
+                        ca.display()
+                    ),
+                    None => String::new(),
+                };
+                format!(
+                    r#"listener "tcp" {{
+  address       = "127.0.0.1:{port}"
+  tls_cert_file = "{cert}"
+  tls_key_file  = "{key}"{client_ca}
+}}
+"#,
+                    cert = tls.cert.display(),
+                    key = tls.key.display(),
+                )
+            }
+            _ => String::new(),
         };
         let raft = root.path().join("raft");
         private_dir(None, &raft)?;
@@ -94,7 +153,7 @@ listener "tcp" {{
   cluster_address = "127.0.0.1:{cluster}"
   tls_disable     = true
 }}
-pid_file      = "{pid}"
+{tls_listener}pid_file      = "{pid}"
 api_addr      = "http://127.0.0.1:{api}"
 cluster_addr  = "http://127.0.0.1:{cluster}"
 disable_mlock = true
@@ -106,6 +165,10 @@ ui            = false
             cluster = ports.cluster,
         );
         std::fs::write(&config, hcl).context(|| format!("writing {}", config.display()))?;
+        // reqwest may be built with `rustls-no-provider` (feature unification
+        // with vault-client): it then panics without a process-wide provider.
+        // An error means one is installed already, which is all we need.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -117,6 +180,10 @@ ui            = false
         let mut bao = OpenBao {
             bin,
             addr: format!("http://127.0.0.1:{}", ports.api),
+            tls_addr: match (&self.tls, ports.tls) {
+                (Some(_), Some(port)) => Some(format!("https://127.0.0.1:{port}")),
+                _ => None,
+            },
             config,
             log: root.path().join("bao.log"),
             keys: InitKeys::default(),
@@ -134,6 +201,9 @@ ui            = false
 struct Ports {
     api: u16,
     cluster: u16,
+    /// The TLS listener's port, once one was asked for.
+    #[serde(default)]
+    tls: Option<u16>,
 }
 
 /// The unseal key and root token, as `sys/init` returned them.
@@ -147,6 +217,7 @@ struct InitKeys {
 pub struct OpenBao {
     bin: PathBuf,
     addr: String,
+    tls_addr: Option<String>,
     config: PathBuf,
     log: PathBuf,
     keys: InitKeys,
@@ -159,6 +230,7 @@ impl fmt::Debug for OpenBao {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenBao")
             .field("addr", &self.addr)
+            .field("tls_addr", &self.tls_addr)
             .field("dir", &self.root.path())
             .field("root_token", &"<redacted>")
             .finish_non_exhaustive()
@@ -239,6 +311,12 @@ impl OpenBao {
     /// The API address, e.g. `http://127.0.0.1:8200`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The TLS listener's address, e.g. `https://127.0.0.1:8201`, when the
+    /// server was built with [`OpenBaoBuilder::tls`].
+    pub fn tls_addr(&self) -> Option<&str> {
+        self.tls_addr.as_deref()
     }
 
     /// The root token. Tests only; never log it.
@@ -669,5 +747,57 @@ impl Drop for OpenBao {
         if let Some(mut process) = self.process.get_mut().take() {
             process.kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1, written to `dir`.
+    fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("rcgen makes a certificate");
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_listener_beside_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path());
+        let bao = OpenBao::builder()
+            .tls(&cert, &key)
+            .start()
+            .await
+            .expect("OpenBao starts with a TLS listener");
+        let tls_addr = bao.tls_addr().expect("a TLS address").to_owned();
+        assert!(tls_addr.starts_with("https://127.0.0.1:"), "{tls_addr}");
+        // The plain listener still serves the setup helpers.
+        bao.enable_kv2("secret").await.unwrap();
+        // The TLS port speaks TLS only: Go's server answers a plain HTTP
+        // request there with 400.
+        let plain = tls_addr.replacen("https://", "http://", 1);
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let answer = http
+            .get(format!("{plain}/v1/sys/health"))
+            .send()
+            .await
+            .expect("the TLS port accepts connections");
+        assert_eq!(answer.status(), 400);
+        let text = answer.text().await.unwrap();
+        assert!(text.contains("HTTPS"), "{text}");
+        // Same TLS port after a restart.
+        bao.restart().await.unwrap();
+        assert_eq!(bao.tls_addr(), Some(tls_addr.as_str()));
+        let again = http
+            .get(format!("{plain}/v1/sys/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 400);
     }
 }

@@ -564,6 +564,40 @@ impl PgCluster {
         }
     }
 
+    /// Makes commits on `node` wait until `count` standbys (any of the
+    /// cluster's other nodes) have flushed them:
+    /// `synchronous_standby_names = 'ANY count (pg1, pg2, ...)'`, or
+    /// asynchronous commits with `count` 0. Written with `ALTER SYSTEM` and
+    /// reloaded, so it works on a standby as well (ready for its promotion)
+    /// and survives restarts of the node.
+    pub async fn set_synchronous_standbys(&self, node: NodeId, count: usize) -> Result<()> {
+        let value = if count == 0 {
+            String::new()
+        } else {
+            let others: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| n.id)
+                .filter(|&id| id != node)
+                .map(|id| id.to_string())
+                .collect();
+            format!("ANY {count} ({})", others.join(", "))
+        };
+        let client = self.admin(node).await?;
+        client
+            .batch_execute(&format!(
+                "ALTER SYSTEM SET synchronous_standby_names = {}",
+                quote_literal(&value)
+            ))
+            .await
+            .pg_context(|| format!("setting synchronous_standby_names on {node}"))?;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .pg_context(|| format!("reloading the configuration of {node}"))?;
+        Ok(())
+    }
+
     /// Stops every node cleanly (fast shutdown, a checkpoint each): what a
     /// kept cluster wants at the end of a run. Dropping kills instead.
     pub async fn shutdown(&self) -> Result<()> {

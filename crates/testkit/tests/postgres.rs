@@ -229,3 +229,51 @@ async fn dropping_a_cluster_leaves_no_process_behind() {
     }
     assert!(!dir.exists(), "the temporary folder is removed");
 }
+
+/// Waits (bounded) until every standby of the primary has `sync_state`.
+async fn wait_sync_state(cluster: &PgCluster, state: &str) {
+    let primary = cluster.admin(cluster.primary()).await.unwrap();
+    let mut last = Vec::new();
+    for _ in 0..400 {
+        let rows = primary
+            .query("SELECT sync_state FROM pg_stat_replication", &[])
+            .await
+            .unwrap();
+        last = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        if last.len() == cluster.replicas().len() && last.iter().all(|s| s == state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("standbys never all became {state}: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_standbys_can_be_switched_on_primary_and_standby() {
+    let cluster = PgCluster::start(2).await.expect("cluster starts");
+    let primary = cluster.primary();
+    let standby = cluster.replicas()[0];
+    cluster.set_synchronous_standbys(primary, 1).await.unwrap();
+    wait_sync_state(&cluster, "quorum").await;
+    let admin = cluster.admin(primary).await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .await
+        .expect("a quorum of one standby acknowledges the commit");
+    let show = |client: tokio_postgres::Client| async move {
+        client
+            .query_one("SHOW synchronous_standby_names", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(show(admin).await, "ANY 1 (pg1, pg2)");
+
+    // On a standby too, ready for its promotion.
+    cluster.set_synchronous_standbys(standby, 1).await.unwrap();
+    let on_standby = cluster.admin(standby).await.unwrap();
+    assert_eq!(show(on_standby).await, "ANY 1 (pg0, pg2)");
+
+    cluster.set_synchronous_standbys(primary, 0).await.unwrap();
+    wait_sync_state(&cluster, "async").await;
+}

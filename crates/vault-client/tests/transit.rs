@@ -1,0 +1,194 @@
+//! Transit against a real OpenBao.
+
+mod common;
+
+use vault_client::{
+    DataKeyKind, DecryptItem, DecryptOptions, EncryptItem, EncryptOptions, ExposeSecret,
+    ciphertext_version,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transit_round_trip_batch_rewrap_and_data_keys() {
+    let bao = common::bao().await;
+    bao.enable_transit("transit").await.unwrap();
+    let client = common::root_client(&bao).await;
+    let transit = client.transit("transit");
+    transit.create_key("orders", "aes256-gcm96").await.unwrap();
+
+    // Round trip, with associated data bound to the ciphertext.
+    let plaintext = b"card 4111-1111 \x00\xff binary";
+    let sealed = transit
+        .encrypt(
+            "orders",
+            plaintext,
+            EncryptOptions {
+                associated_data: Some(b"order-42"),
+                ..EncryptOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ciphertext_version(&sealed), Some(1));
+    let opened = transit
+        .decrypt(
+            "orders",
+            &sealed,
+            DecryptOptions {
+                associated_data: Some(b"order-42"),
+                ..DecryptOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(opened.expose_secret(), plaintext);
+    let wrong_aad = transit
+        .decrypt(
+            "orders",
+            &sealed,
+            DecryptOptions {
+                associated_data: Some(b"order-43"),
+                ..DecryptOptions::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_aad.status(), Some(400), "{wrong_aad}");
+
+    // A derived key needs a context.
+    bao.call(
+        reqwest::Method::POST,
+        "transit/keys/per-tenant",
+        Some(serde_json::json!({ "type": "aes256-gcm96", "derived": true })),
+    )
+    .await
+    .unwrap();
+    let tenant = transit
+        .encrypt(
+            "per-tenant",
+            b"x",
+            EncryptOptions {
+                context: Some(b"tenant-1"),
+                ..EncryptOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let back = transit
+        .decrypt(
+            "per-tenant",
+            &tenant,
+            DecryptOptions {
+                context: Some(b"tenant-1"),
+                ..DecryptOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.expose_secret(), b"x");
+    assert!(transit.key_info("per-tenant").await.unwrap().derived);
+
+    // Batch with one bad item: the others still succeed.
+    let items = [
+        EncryptItem {
+            plaintext: b"one",
+            ..EncryptItem::default()
+        },
+        EncryptItem {
+            plaintext: b"two",
+            ..EncryptItem::default()
+        },
+    ];
+    let sealed_batch = transit.encrypt_batch("orders", &items, None).await.unwrap();
+    let one = sealed_batch[0].clone().unwrap();
+    let two = sealed_batch[1].clone().unwrap();
+    let decrypt_items = [
+        DecryptItem {
+            ciphertext: &one,
+            ..DecryptItem::default()
+        },
+        DecryptItem {
+            ciphertext: "vault:v1:not-a-ciphertext",
+            ..DecryptItem::default()
+        },
+        DecryptItem {
+            ciphertext: &two,
+            ..DecryptItem::default()
+        },
+    ];
+    let opened = transit
+        .decrypt_batch("orders", &decrypt_items)
+        .await
+        .unwrap();
+    assert_eq!(opened.len(), 3);
+    assert_eq!(opened[0].as_ref().unwrap().expose_secret(), b"one");
+    let bad = opened[1].as_ref().unwrap_err();
+    assert_eq!(bad.index, 1);
+    assert!(!bad.message.is_empty());
+    assert_eq!(opened[2].as_ref().unwrap().expose_secret(), b"two");
+    assert!(
+        transit
+            .encrypt_batch("orders", &[], None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Rotate the key: old ciphertexts still open, rewrap moves them to v2.
+    transit.rotate_key("orders").await.unwrap();
+    let info = transit.key_info("orders").await.unwrap();
+    assert_eq!(info.latest_version, 2);
+    assert_eq!(info.key_type, "aes256-gcm96");
+    let rewrapped = transit.rewrap("orders", &one, None, None).await.unwrap();
+    assert_eq!(ciphertext_version(&rewrapped), Some(2));
+    let still = transit
+        .decrypt("orders", &rewrapped, DecryptOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(still.expose_secret(), b"one");
+    let batch = transit
+        .rewrap_batch("orders", &[&two, "garbage"])
+        .await
+        .unwrap();
+    assert_eq!(ciphertext_version(batch[0].as_ref().unwrap()), Some(2));
+    assert!(batch[1].is_err());
+    // Encrypt with a pinned older version.
+    let pinned = transit
+        .encrypt(
+            "orders",
+            b"p",
+            EncryptOptions {
+                key_version: Some(1),
+                ..EncryptOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ciphertext_version(&pinned), Some(1));
+
+    // Data keys: plaintext + ciphertext, or wrapped only.
+    let key = transit
+        .data_key("orders", DataKeyKind::Plaintext, Some(256), None)
+        .await
+        .unwrap();
+    let plain = key.plaintext.as_ref().unwrap();
+    assert_eq!(plain.expose_secret().len(), 32);
+    assert_eq!(key.key_version, 2);
+    let unwrapped = transit
+        .decrypt("orders", &key.ciphertext, DecryptOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(unwrapped.expose_secret(), plain.expose_secret());
+    let wrapped = transit
+        .data_key("orders", DataKeyKind::Wrapped, Some(128), None)
+        .await
+        .unwrap();
+    assert!(wrapped.plaintext.is_none());
+    assert!(wrapped.ciphertext.starts_with("vault:v2:"));
+    assert!(
+        transit
+            .data_key("orders", DataKeyKind::Wrapped, Some(100), None)
+            .await
+            .is_err()
+    );
+    assert!(!format!("{key:?}").contains(&format!("{:?}", plain.expose_secret())));
+}
