@@ -117,11 +117,20 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     write_env_file(dir, &pg, &bao)?;
 
     pg.create_database(DATABASE).await?;
-    let mut db = pg.admin_db(pg.primary(), DATABASE).await?;
-    let applied = testkit::migrations::apply(&mut db)
-        .await
-        .context("applying migrations")?;
-    eprintln!("xtask: migrations applied this run: {applied:?}");
+    // The schema owner applies the migrations: `store-service migrate` when
+    // the service is started (as in production), testkit otherwise. Both
+    // embed `migrations/` with refinery: one history table.
+    let store_service = options.services && service_exists(APP);
+    if store_service {
+        build_service(APP)?;
+        migrate_with_service(&pg)?;
+    } else {
+        let mut db = pg.admin_db(pg.primary(), DATABASE).await?;
+        let applied = testkit::migrations::apply(&mut db)
+            .await
+            .context("applying migrations")?;
+        eprintln!("xtask: migrations applied this run: {applied:?}");
+    }
     let approle = configure_bao(&pg, &bao)
         .await
         .context("configuring OpenBao")?;
@@ -129,12 +138,7 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     let mut children = Vec::new();
     if options.services {
         for (name, port) in SERVICES {
-            if workspace_root()
-                .join("bins")
-                .join(name)
-                .join("Cargo.toml")
-                .is_file()
-            {
+            if service_exists(name) {
                 children.push(start_service(name, port, &tools, &pg, &bao, &approle)?);
             }
         }
@@ -236,25 +240,13 @@ fn start_service(
     bao: &OpenBao,
     approle: &testkit::AppRoleCredentials,
 ) -> anyhow::Result<(&'static str, Child)> {
-    eprintln!("xtask: building {name}");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", name])
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("building {name}"))?;
-    if !status.success() {
-        bail!("cargo build -p {name} failed: {status}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let binary = build_service(name)?;
     let replicas: Vec<String> = pg
         .replicas()
         .into_iter()
         .map(|id| format!("127.0.0.1:{}", pg.node(id).port()))
         .collect();
-    let mut cmd = Command::new(target.join("debug").join(name));
+    let mut cmd = Command::new(binary);
     cmd.env("PORT", port.to_string())
         .env("BAO_ADDR", bao.addr())
         .env("BAO_ROLE_ID", &approle.role_id)
@@ -270,6 +262,78 @@ fn start_service(
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     eprintln!("xtask: {name} listening on http://127.0.0.1:{port}");
     Ok((name, child))
+}
+
+/// Whether `bins/<name>` exists in the workspace.
+fn service_exists(name: &str) -> bool {
+    workspace_root()
+        .join("bins")
+        .join(name)
+        .join("Cargo.toml")
+        .is_file()
+}
+
+/// `cargo build -p <name>`; returns the binary's path.
+fn build_service(name: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building {name}");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", name])
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("building {name}"))?;
+    if !status.success() {
+        bail!("cargo build -p {name} failed: {status}");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target.join("debug").join(name))
+}
+
+/// `store-service migrate` with the owner's (superuser's) credentials.
+fn migrate_with_service(pg: &PgCluster) -> anyhow::Result<()> {
+    eprintln!("xtask: applying migrations with `{APP} migrate`");
+    let status = Command::new(build_service(APP)?)
+        .arg("migrate")
+        .env(
+            "MIGRATION_DATABASE_URL",
+            pg.superuser_url(pg.primary(), DATABASE),
+        )
+        .env("LOG_FORMAT", "text")
+        .status()
+        .with_context(|| format!("running {APP} migrate"))?;
+    if !status.success() {
+        bail!("{APP} migrate failed: {status}");
+    }
+    Ok(())
+}
+
+/// The walkthrough `up` prints when store-service runs on `port`.
+fn walkthrough(port: u16) -> String {
+    const TEXT: &str = r#"walkthrough (store-service):
+  # create a store (its secret is encrypted by Vault Transit before it is stored)
+  ID=$(curl -s http://127.0.0.1:PORT/api/stores -H 'Content-Type: application/json' \
+    -H 'Idempotency-Key: demo-1' \
+    -d '{"name": "Corner Shop", "config": {"theme": "dark"}, "secrets": {"WIFI_PASSWORD": "hunter2"}}' \
+    | sed -E 's/.*"id":"([^"]+)".*/\1/')
+  # read it: ETag "1"
+  curl -si http://127.0.0.1:PORT/api/stores/$ID
+  # activate it, with optimistic locking through If-Match
+  curl -si -X PUT http://127.0.0.1:PORT/api/stores/$ID -H 'Content-Type: application/json' \
+    -H 'If-Match: "1"' -d '{"status": "ACTIVE"}'
+  # the same again is stale: 412 PRECONDITION_FAILED, application/problem+json
+  curl -si -X PUT http://127.0.0.1:PORT/api/stores/$ID -H 'Content-Type: application/json' \
+    -H 'If-Match: "1"' -d '{"status": "ACTIVE"}'
+  # the audit trail, then the decrypted secrets
+  curl -s http://127.0.0.1:PORT/api/stores/$ID/history
+  curl -s http://127.0.0.1:PORT/api/stores/$ID/secrets
+  # a page of stores, readiness, metrics, the OpenAPI document
+  curl -si 'http://127.0.0.1:PORT/api/stores?limit=10'
+  curl -s http://127.0.0.1:PORT/ready
+  curl -s http://127.0.0.1:PORT/metrics | grep http_requests_total
+  curl -s http://127.0.0.1:PORT/openapi.json | head -c 300"#;
+    TEXT.replace("PORT", &port.to_string())
 }
 
 /// `.stack/env.sh` (mode 0600): `source` it for psql and bao.
@@ -325,6 +389,14 @@ fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, C
         ),
     };
     println!("try:          {curl}");
+    if let Some((_, port)) = services
+        .iter()
+        .find(|(name, _)| *name == APP)
+        .and_then(|(name, _)| SERVICES.iter().find(|(n, _)| n == name))
+    {
+        println!();
+        println!("{}", walkthrough(*port));
+    }
     println!();
 }
 

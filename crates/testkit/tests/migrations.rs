@@ -8,8 +8,20 @@ async fn migrations_apply_once_and_constrain_stores() {
     cluster.create_database("stores").await.unwrap();
     let mut db = cluster.admin_db(cluster.primary(), "stores").await.unwrap();
 
+    // Every file in migrations/ is applied, in version order.
+    let mut expected: Vec<i32> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                let version = name.strip_prefix('V')?.split("__").next()?.parse().ok()?;
+                name.ends_with(".sql").then_some(version)
+            })
+            .collect();
+    expected.sort_unstable();
     let first = testkit::migrations::apply(&mut db).await.unwrap();
-    assert_eq!(first, vec![1]);
+    assert_eq!(first, expected);
+    assert_eq!(first.first(), Some(&1));
     assert!(
         testkit::migrations::apply(&mut db)
             .await

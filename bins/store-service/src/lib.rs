@@ -1,0 +1,86 @@
+//! # store-service
+//!
+//! The store API (issue 6): stores on PostgreSQL (primary + replicas through
+//! `db-failover`) with optimistic locking, `Idempotency-Key`, an audit trail
+//! written in the same transaction as each change, secrets encrypted with
+//! Vault Transit, and database credentials issued and rotated by Vault's
+//! database secrets engine. The types, validation, lifecycle and error codes
+//! are `store-domain`'s.
+//!
+//! ## Routes
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /api/stores` | `{"stores", "count", "nextCursor"}`, `limit` 1..=200 (50), `status=`, `cursor=`, `Link: <...>; rel="next"`; from a replica |
+//! | `POST /api/stores` | 201 `{"store", "message": "Store created successfully"}`, `Location`, `ETag`, `Read-After` |
+//! | `GET /api/stores/{id}` | `{"store"}` + `ETag`; replica after the `Read-After` token; a 404 is confirmed on the primary |
+//! | `PUT /api/stores/{id}` | `version` in the body or `If-Match`; 409 `CONCURRENCY_ERROR` / 412 / 428 / 409 `INVALID_STATUS_TRANSITION` |
+//! | `GET /api/stores/{id}/history` | every create and update (changed fields, old and new values, secrets as key names) |
+//! | `GET /api/stores/{id}/secrets` | the decrypted secrets |
+//! | `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` | liveness, readiness, Prometheus, OpenAPI 3.1 |
+//!
+//! Every error is `application/problem+json` (`type`, `title`, `status`,
+//! `detail`, `instance`, `error`, `message`, `requestId`). `Idempotency-Key`
+//! on POST and PUT replays the first response (`Idempotent-Replayed: true`),
+//! 422 with another body, 409 while the first runs; records are kept 24 h.
+//!
+//! ## Configuration
+//!
+//! [`Settings`]: `store-service --help` lists every variable (`PORT`,
+//! `BAO_ADDR`/`VAULT_ADDR`, `BAO_ROLE_ID`, `BAO_SECRET_ID` or `BAO_TOKEN`,
+//! `DB_PRIMARY`, `DB_REPLICAS`, `DB_NAME`, `DATABASE_URL` (fallback),
+//! `VAULT_DB_ROLE`, `VAULT_DB_MOUNT`, `TRANSIT_MOUNT`, `TRANSIT_KEY`,
+//! `VAULT_STARTUP_TIMEOUT_SECS`, `DB_MAX_CONNECTIONS`, `REQUEST_TIMEOUT_SECS`,
+//! `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `HOST`).
+//! `store-service migrate` applies `migrations/` with
+//! `MIGRATION_DATABASE_URL` (the schema owner); the runtime user from Vault
+//! has DML rights only.
+//!
+//! ## Dependencies
+//!
+//! - `store-domain` (feature `openapi`): the API's types, validation,
+//!   lifecycle, page/cursor, error codes and problem body.
+//! - `db-failover` (feature `metrics`): primary/replica routing, failover,
+//!   read-your-writes tokens (`Read-After`), rotating credentials.
+//! - `vault-client` (feature `metrics`): AppRole/token login, the lease
+//!   manager of database credentials, Transit batch encrypt/decrypt.
+//! - `axum` (`http1`, `json`, `query`, `tokio`, `matched-path`): the HTTP
+//!   server and routing; `tower` / `tower-http`: the layer plumbing.
+//! - `tokio`, `tokio-postgres` (`serde_json`, `uuid`, `time` types): the
+//!   runtime and the SQL.
+//! - `refinery`: `store-service migrate` (same history table as testkit).
+//! - `clap` (`derive`, `env`): the typed configuration and `--help`.
+//! - `secrecy`: configuration secrets that never print.
+//! - `metrics`, `metrics-exporter-prometheus` (no HTTP listener of its
+//!   own): `/metrics`.
+//! - `utoipa`, `utoipa-axum`: `/openapi.json` from the handlers'
+//!   annotations.
+//! - `tracing`, `tracing-subscriber` (`json`): JSON logs with the request id.
+//! - `opentelemetry`, `opentelemetry_sdk`, `opentelemetry-otlp`
+//!   (`http-proto` only: no gRPC, no second HTTP stack),
+//!   `opentelemetry-http`, `tracing-opentelemetry`: OTLP span export when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set, with the W3C `traceparent` of a
+//!   request as its parent; `reqwest` (the workspace's, rustls with `ring`)
+//!   carries the export.
+//! - `uuid` (`v7`): store ids and request ids, time-ordered.
+//! - `time`: timestamps; `serde`, `serde_json`: JSON; `thiserror`,
+//!   `anyhow`: errors.
+
+pub mod idempotency;
+pub mod metrics;
+pub mod migrate;
+pub mod openapi;
+pub mod problem;
+pub mod read_after;
+pub mod readiness;
+pub mod request_id;
+pub mod routes;
+pub mod secrets;
+pub mod settings;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod timeout;
+
+pub use settings::{Cli, Command, Secret, Settings};
+pub use startup::{AppState, Application, CredentialSource};

@@ -1,0 +1,94 @@
+//! Prometheus metrics through the `metrics` facade: request counts and
+//! latency by route and status (this layer), pool and failover figures
+//! (db-failover's `metrics` feature, plus gauges set here at each scrape),
+//! Vault lease TTL (vault-client's `metrics` feature). Rendered on
+//! `GET /metrics`; no HTTP listener of the exporter's own.
+
+use std::{sync::OnceLock, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::startup::AppState;
+
+/// The process-wide recorder's handle (installed once, shared by every
+/// `Application` of the process).
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder installed by the embedding program wins; the
+            // handle then renders an empty registry.
+            let _ = metrics::set_global_recorder(recorder);
+            metrics::describe_counter!(
+                "http_requests_total",
+                "HTTP requests by method, route and status"
+            );
+            metrics::describe_histogram!(
+                "http_request_duration_seconds",
+                "HTTP request latency by method, route and status"
+            );
+            handle
+        })
+        .clone()
+}
+
+/// The middleware: one count and one latency sample per request.
+pub async fn layer(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn render(State(state): State<AppState>) -> Response {
+    let health = state.cluster.health();
+    metrics::gauge!("store_db_primary_up").set(if health.is_ready() { 1.0 } else { 0.0 });
+    metrics::gauge!("store_db_topology_generation").set(health.generation as f64);
+    metrics::gauge!("store_db_readable_replicas").set(health.readable_replicas().count() as f64);
+    for node in &health.nodes {
+        let labels = [("node", node.address.clone())];
+        let in_use = node.pool.size.saturating_sub(node.pool.available);
+        metrics::gauge!("store_db_pool_in_use", &labels).set(in_use as f64);
+        metrics::gauge!("store_db_pool_size", &labels).set(node.pool.size as f64);
+    }
+    if let Some(leases) = &state.leases {
+        let current = leases.current();
+        let ttl = current
+            .expires_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        metrics::gauge!("store_db_credentials_ttl_seconds").set(ttl.as_secs_f64());
+        metrics::gauge!("store_db_credentials_generation").set(current.generation as f64);
+    }
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}

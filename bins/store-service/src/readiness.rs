@@ -1,0 +1,74 @@
+//! `GET /ready`: 200 only when the database credentials are loaded and the
+//! primary is reachable, else 503 naming the failing check. Credentials from
+//! the `DATABASE_URL` fallback (Vault unreachable at start) are reported as
+//! `degraded`, with 200: the service works, without rotation or secrets.
+
+use std::time::SystemTime;
+
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::startup::{AppState, CredentialSource};
+
+/// The readiness report.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready (`status`: `ready`, or `degraded` on the DATABASE_URL fallback)", body = Object),
+        (status = 503, description = "Not ready: `checks` names the failing one", body = Object),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let health = state.cluster.health();
+    let database = if health.is_ready() {
+        json!({"status": "up", "readableReplicas": health.readable_replicas().count()})
+    } else {
+        json!({"status": "down", "detail": "no reachable primary"})
+    };
+    let (secrets_ok, secrets) = match (&state.source, &state.leases) {
+        (CredentialSource::Vault, Some(leases)) => {
+            let current = leases.current();
+            let ttl = current
+                .expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let valid = !ttl.is_zero();
+            (
+                valid,
+                json!({
+                    "status": if valid { "up" } else { "down" },
+                    "source": "vault",
+                    "leaseTtlSeconds": ttl.as_secs(),
+                    "generation": current.generation,
+                    "transit": state.secrets.is_available(),
+                }),
+            )
+        }
+        (CredentialSource::Fallback { cause }, _) => (
+            true,
+            json!({"status": "degraded", "source": "DATABASE_URL", "detail": cause, "transit": false}),
+        ),
+        (CredentialSource::Vault, None) => (false, json!({"status": "down"})),
+    };
+    let ok = health.is_ready() && secrets_ok;
+    let degraded = matches!(state.source, CredentialSource::Fallback { .. });
+    let status = match (ok, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    let body: Value = json!({
+        "status": status,
+        "service": "store-service",
+        "checks": {"database": database, "secrets": secrets},
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}

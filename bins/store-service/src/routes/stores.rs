@@ -1,0 +1,359 @@
+//! `/api/stores`: list, create, read, update, history, secrets.
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Json,
+    body::Body,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use db_failover::{CommitToken, Written};
+use serde_json::Value;
+use store_domain::{
+    ApplyError, ErrorCode, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery,
+    StoreResponse, ValidCreate, ValidUpdate, VersionSource, parse_etag,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    problem::ApiError,
+    read_after::{self, READ_AFTER},
+    request_id::RequestId,
+    startup::AppState,
+    storage::{self, UpdateOutcome},
+};
+
+/// Bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `GET /api/stores`: one page, from a replica.
+#[utoipa::path(get, path = "/api/stores", tag = "stores",
+    params(StoreQuery),
+    responses(
+        (status = 200, description = "One page of stores, oldest first", body = StorePage,
+            headers(("Link" = String, description = "`<...>; rel=\"next\"` when another page follows"))),
+        (status = 400, description = "A bad query parameter", body = store_domain::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|_| {
+        ApiError::message(ErrorCode::ValidationError, "The query string is not valid.")
+    })?;
+    let query = StoreQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let rows = state
+        .cluster
+        .read_op(move |conn| Box::pin(async move { storage::list(&***conn, &query).await }))
+        .await?;
+    let page = StorePage::from_rows(rows, query.limit);
+    let mut response = Json(&page).into_response();
+    if let Some(cursor) = page.next_cursor {
+        let link = format!(
+            "</api/stores?{}>; rel=\"next\"",
+            query.next(cursor).to_query_string()
+        );
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `POST /api/stores`.
+#[utoipa::path(post, path = "/api/stores", tag = "stores",
+    request_body(content = store_domain::CreateStore, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response of a retried request")),
+    responses(
+        (status = 201, description = "Created", body = StoreResponse, headers(
+            ("Location" = String), ("ETag" = String), ("Read-After" = String, description = "Read-your-writes token"))),
+        (status = 400, description = "Malformed JSON or a validation error", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "IDEMPOTENCY_KEY_IN_USE", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = store_domain::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let value = json_body(&headers, body).await?;
+    let valid = ValidCreate::from_json(value)?;
+    let (store, secrets) = valid.into_store(Uuid::now_v7(), now());
+    let sealed = Arc::new(state.secrets.seal(&secrets).await?);
+    let event = Arc::new(StoreEvent::created(&store, request_id));
+    let row = Arc::new(store);
+    let written = {
+        let row = Arc::clone(&row);
+        state
+            .cluster
+            .write_op(move |conn| {
+                let (row, sealed, event) =
+                    (Arc::clone(&row), Arc::clone(&sealed), Arc::clone(&event));
+                Box::pin(async move {
+                    let tx = conn.transaction().await?;
+                    storage::insert(&*tx, &row, &sealed, &event).await?;
+                    tx.commit().await
+                })
+            })
+            .await?
+    };
+    let store = Arc::unwrap_or_clone(row);
+    let location = format!("/api/stores/{}", store.id);
+    let mut response = (
+        StatusCode::CREATED,
+        Json(StoreResponse::created(store.clone())),
+    )
+        .into_response();
+    write_headers(&mut response, &store, Some(&written.token));
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /api/stores/{id}`: from a replica (after the `Read-After` token, if
+/// any); a 404 there is confirmed on the primary.
+#[utoipa::path(get, path = "/api/stores/{id}", tag = "stores",
+    params(("id" = Uuid, Path), ("Read-After" = Option<String>, Header, description = "A token from a write response")),
+    responses(
+        (status = 200, description = "The store", body = StoreResponse, headers(("ETag" = String))),
+        (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let token = headers
+        .get(READ_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(read_after::decode);
+    let (store, _) = find(&state, id, token)
+        .await?
+        .ok_or(ApiError::Code(ErrorCode::NotFound))?;
+    let mut response = Json(StoreResponse::found(store.clone())).into_response();
+    write_headers(&mut response, &store, None);
+    Ok(response)
+}
+
+/// `PUT /api/stores/{id}`: optimistic locking on `version` (body) or
+/// `If-Match`.
+#[utoipa::path(put, path = "/api/stores/{id}", tag = "stores",
+    request_body(content = store_domain::UpdateStore, content_type = "application/json"),
+    params(("id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "`\"<version>\"`; a stale one is 412"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response of a retried request")),
+    responses(
+        (status = 200, description = "Updated", body = StoreResponse, headers(("ETag" = String), ("Read-After" = String))),
+        (status = 400, description = "Malformed JSON, a validation error, INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "CONCURRENCY_ERROR (with currentVersion), INVALID_STATUS_TRANSITION, IDEMPOTENCY_KEY_IN_USE", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "PRECONDITION_FAILED: stale If-Match", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 428, description = "PRECONDITION_REQUIRED: no version", body = store_domain::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let value = json_body(&headers, body).await?;
+    let mut valid = ValidUpdate::from_json(value)?;
+    let mut source = VersionSource::Body;
+    if let Some(if_match) = headers.get(header::IF_MATCH) {
+        let version = if_match
+            .to_str()
+            .ok()
+            .and_then(|v| parse_etag(v).ok())
+            .ok_or_else(|| {
+                ApiError::message(
+                    ErrorCode::ValidationError,
+                    "If-Match must be one strong ETag: \"<version>\".",
+                )
+            })?;
+        valid = valid.with_expected_version(version);
+        source = VersionSource::IfMatch;
+    }
+    if valid.expected_version().is_none() {
+        return Err(ApiError::Apply {
+            error: ApplyError::VersionRequired,
+            via: source,
+        });
+    }
+    let sealed = match valid.secrets() {
+        Some(secrets) => Some(Arc::new(state.secrets.seal(secrets).await?)),
+        None => None,
+    };
+    let valid = Arc::new(valid);
+    let request_id: Arc<str> = request_id.into();
+    let at = now();
+    let Written { value, token, .. } = state
+        .cluster
+        .write_op(move |conn| {
+            let (valid, sealed, request_id) =
+                (Arc::clone(&valid), sealed.clone(), Arc::clone(&request_id));
+            Box::pin(async move {
+                let tx = conn.transaction().await?;
+                let outcome =
+                    storage::update(&*tx, id, &valid, sealed.as_deref(), at, &request_id).await?;
+                if matches!(outcome, UpdateOutcome::Updated(_)) {
+                    tx.commit().await?;
+                }
+                Ok(outcome)
+            })
+        })
+        .await?;
+    match value {
+        UpdateOutcome::Updated(store) => {
+            let mut response = Json(StoreResponse::updated(store.clone())).into_response();
+            write_headers(&mut response, &store, Some(&token));
+            Ok(response)
+        }
+        UpdateOutcome::NotFound => Err(ApiError::Code(ErrorCode::NotFound)),
+        UpdateOutcome::Refused(error) => Err(ApiError::Apply { error, via: source }),
+    }
+}
+
+/// `GET /api/stores/{id}/history`: every create and update.
+#[utoipa::path(get, path = "/api/stores/{id}/history", tag = "stores",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The audit trail, oldest first", body = StoreHistory),
+        (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let mut events = state
+        .cluster
+        .read_op(move |conn| Box::pin(async move { storage::history(&***conn, id).await }))
+        .await?;
+    if events.is_empty() {
+        let primary = CommitToken::primary_only(state.cluster.generation());
+        events = state
+            .cluster
+            .read_op_after(&primary, move |conn| {
+                Box::pin(async move { storage::history(&***conn, id).await })
+            })
+            .await?;
+    }
+    if events.is_empty() {
+        return Err(ApiError::Code(ErrorCode::NotFound));
+    }
+    Ok(Json(StoreHistory {
+        store_id: id,
+        events,
+    })
+    .into_response())
+}
+
+/// `GET /api/stores/{id}/secrets`: the decrypted secrets.
+#[utoipa::path(get, path = "/api/stores/{id}/secrets", tag = "stores",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The decrypted secrets", body = SecretsResponse),
+        (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Vault Transit unavailable", body = store_domain::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn secrets(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let (_, sealed) = find(&state, id, None)
+        .await?
+        .ok_or(ApiError::Code(ErrorCode::NotFound))?;
+    let secrets = state.secrets.open(&sealed).await?;
+    Ok(Json(SecretsResponse {
+        store_id: id,
+        secrets,
+    })
+    .into_response())
+}
+
+/// A store from a replica (after `token`), confirmed on the primary when
+/// the replica has none.
+async fn find(state: &AppState, id: Uuid, token: Option<CommitToken>) -> Result<Found, ApiError> {
+    let found = match token {
+        Some(token) => state.cluster.read_op_after(&token, find_op(id)).await?,
+        None => state.cluster.read_op(find_op(id)).await?,
+    };
+    if found.is_some() {
+        return Ok(found);
+    }
+    let primary = CommitToken::primary_only(state.cluster.generation());
+    Ok(state.cluster.read_op_after(&primary, find_op(id)).await?)
+}
+
+/// A stored store and its sealed secrets.
+type Found = Option<(Store, serde_json::Map<String, Value>)>;
+
+/// The operation reading store `id`.
+fn find_op(
+    id: Uuid,
+) -> impl for<'c> FnMut(&'c mut db_failover::Connection) -> db_failover::OpFuture<'c, Found> + Send
+{
+    move |conn| Box::pin(async move { storage::find(&***conn, id).await })
+}
+
+/// The path id, or 400 INVALID_ID.
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(id).map_err(|_| ApiError::Code(ErrorCode::InvalidId))
+}
+
+/// Now, at PostgreSQL's precision (microseconds), so what is returned is
+/// what is stored.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now)
+}
+
+/// `ETag` and (after a write) `Read-After`.
+fn write_headers(response: &mut Response, store: &Store, token: Option<&CommitToken>) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&store.etag()) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&read_after::encode(t)).ok()) {
+        headers.insert(READ_AFTER, value);
+    }
+}
+
+/// The JSON body of a write: 415 unless `application/json`, 413 over 64
+/// KiB, 400 when it does not parse (nesting past serde_json's 128 levels
+/// included).
+pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::Code(ErrorCode::UnsupportedMediaType));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::Code(ErrorCode::PayloadTooLarge))?;
+    serde_json::from_slice(&bytes).map_err(|_| ApiError::Code(ErrorCode::MalformedJson))
+}
+
+/// Whether the content type is `application/json` (parameters allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}

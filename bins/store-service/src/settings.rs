@@ -1,0 +1,251 @@
+//! The service's configuration: one typed struct read from environment
+//! variables (or flags), `--help` listing every one.
+
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A configuration value that must never be printed (a password, a token, a
+/// URL holding a password). `Debug` shows `[REDACTED]`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
+/// Everything the service reads at start. Each field is a flag and an
+/// environment variable; secrets are [`Secret`]s and their environment
+/// values are never shown by `--help`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// Port of the HTTP listener (0: any free port).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Address of the HTTP listener.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// OpenBao/Vault address.
+    #[arg(long, env = "BAO_ADDR")]
+    pub bao_addr: Option<String>,
+
+    /// Vault address, when `BAO_ADDR` is unset.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+
+    /// AppRole role id.
+    #[arg(long, env = "BAO_ROLE_ID")]
+    pub bao_role_id: Option<String>,
+
+    /// AppRole secret id.
+    #[arg(long, env = "BAO_SECRET_ID", hide_env_values = true)]
+    pub bao_secret_id: Option<Secret>,
+
+    /// A Vault token, used when no AppRole is configured.
+    #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
+    pub bao_token: Option<Secret>,
+
+    /// The primary database node, `host:port` (which node is primary is
+    /// probed: this is only the first node tried).
+    #[arg(long, env = "DB_PRIMARY")]
+    pub db_primary: Option<String>,
+
+    /// The replicas, comma-separated `host:port` list.
+    #[arg(long, env = "DB_REPLICAS", value_delimiter = ',')]
+    pub db_replicas: Vec<String>,
+
+    /// The database name.
+    #[arg(long, env = "DB_NAME", default_value = "stores")]
+    pub db_name: String,
+
+    /// Fallback connection URL (libpq form, multi-host allowed), used when
+    /// Vault is unreachable at start; reported as degraded on `/ready`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+
+    /// Role of the database secrets engine that issues credentials.
+    #[arg(long, env = "VAULT_DB_ROLE", default_value = "store-service")]
+    pub vault_db_role: String,
+
+    /// Mount of the database secrets engine.
+    #[arg(long, env = "VAULT_DB_MOUNT", default_value = "database")]
+    pub vault_db_mount: String,
+
+    /// Mount of the Transit engine that encrypts store secrets.
+    #[arg(long, env = "TRANSIT_MOUNT", default_value = "transit")]
+    pub transit_mount: String,
+
+    /// Transit key that encrypts store secrets.
+    #[arg(long, env = "TRANSIT_KEY", default_value = "store-secrets")]
+    pub transit_key: String,
+
+    /// How long to retry Vault at start before falling back to
+    /// `DATABASE_URL`, in seconds.
+    #[arg(long, env = "VAULT_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
+    pub vault_startup_timeout_secs: u64,
+
+    /// Pool size per database node.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: usize,
+
+    /// Per-request timeout, in seconds (504 after it).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15)]
+    pub request_timeout_secs: u64,
+
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+
+    /// OTLP collector base URL (HTTP/protobuf; spans go to `<url>/v1/traces`).
+    /// Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Settings {
+    /// Defaults for every field, as if no variable were set (tests start
+    /// from this and fill in what they need).
+    pub fn defaults() -> Self {
+        Self {
+            port: 3000,
+            host: IpAddr::from([0, 0, 0, 0]),
+            bao_addr: None,
+            vault_addr: None,
+            bao_role_id: None,
+            bao_secret_id: None,
+            bao_token: None,
+            db_primary: None,
+            db_replicas: Vec::new(),
+            db_name: "stores".into(),
+            database_url: None,
+            vault_db_role: "store-service".into(),
+            vault_db_mount: "database".into(),
+            transit_mount: "transit".into(),
+            transit_key: "store-secrets".into(),
+            vault_startup_timeout_secs: 30,
+            db_max_connections: 16,
+            request_timeout_secs: 15,
+            log_format: "json".into(),
+            otlp_endpoint: None,
+        }
+    }
+
+    /// The Vault address, `BAO_ADDR` first.
+    pub fn vault_address(&self) -> Option<&str> {
+        self.bao_addr
+            .as_deref()
+            .or(self.vault_addr.as_deref())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The Vault start-up retry budget.
+    pub fn vault_startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.vault_startup_timeout_secs)
+    }
+
+    /// The per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+}
+
+/// The command line: the service by default, or `migrate`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "store-service", version, about)]
+pub struct Cli {
+    /// The service's settings.
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// What to run (default: the service).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Applies the database migrations with an owner credential, then exits.
+    Migrate {
+        /// A connection URL of the schema owner (not the runtime user).
+        #[arg(long, env = "MIGRATION_DATABASE_URL", hide_env_values = true)]
+        database_url: Secret,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let mut settings = Settings::defaults();
+        settings.bao_secret_id = Some(Secret::new("hunter2"));
+        settings.database_url = Some(Secret::new("postgres://u:hunter2@h/db"));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for var in [
+            "PORT",
+            "BAO_ADDR",
+            "BAO_ROLE_ID",
+            "BAO_SECRET_ID",
+            "BAO_TOKEN",
+            "DB_PRIMARY",
+            "DB_REPLICAS",
+            "DB_NAME",
+            "DATABASE_URL",
+            "VAULT_DB_ROLE",
+            "VAULT_DB_MOUNT",
+            "TRANSIT_MOUNT",
+            "TRANSIT_KEY",
+            "VAULT_ADDR",
+            "VAULT_STARTUP_TIMEOUT_SECS",
+            "DB_MAX_CONNECTIONS",
+            "REQUEST_TIMEOUT_SECS",
+            "LOG_FORMAT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "HOST",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {var}")),
+                "{var} missing from --help"
+            );
+        }
+        let mut cli = Cli::command();
+        let migrate = cli
+            .find_subcommand_mut("migrate")
+            .expect("a migrate subcommand")
+            .render_long_help()
+            .to_string();
+        assert!(migrate.contains("[env: MIGRATION_DATABASE_URL"));
+    }
+}

@@ -1,0 +1,294 @@
+//! Start-up: Vault → database credentials → pools → routes → listener, and
+//! the graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, middleware, routing::get};
+use db_failover::{Cluster, Config, CredentialsProvider};
+use tokio::net::TcpListener;
+use vault_client::{AuthMethod, Client, ExposeSecret, LeaseManager};
+
+use crate::{
+    idempotency, metrics, request_id, routes as api, secrets::SecretBox, settings::Settings,
+    timeout,
+};
+
+/// Where the database credentials came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Vault's database secrets engine (rotating).
+    Vault,
+    /// `DATABASE_URL`, because Vault was unreachable at start (degraded).
+    Fallback {
+        /// Why Vault was not used.
+        cause: String,
+    },
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database nodes.
+    pub cluster: Arc<Cluster>,
+    /// Transit for store secrets.
+    pub secrets: SecretBox,
+    /// The Vault client, when Vault is in use.
+    pub vault: Option<Client>,
+    /// The lease manager of the database credentials, when Vault is in use.
+    pub leases: Option<Arc<LeaseManager>>,
+    /// Where the credentials came from.
+    pub source: CredentialSource,
+    /// The metrics registry's renderer.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// The built service: a bound listener and its router.
+#[derive(Debug)]
+pub struct Application {
+    /// The bound listener.
+    listener: TcpListener,
+    /// The bound address.
+    address: SocketAddr,
+    /// The routes with their layers.
+    router: Router,
+    /// The shared state (tests inspect it).
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to Vault and the database and binds the listener
+    /// (`settings.port` 0: any free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        vault_client::install_crypto_provider();
+        let metrics = metrics::install();
+        let (vault, leases, source) = connect_vault(&settings).await;
+        let cluster = connect_database(&settings, leases.as_ref(), &source).await?;
+        let secrets = SecretBox::new(
+            vault.as_ref().map(|c| c.transit(&settings.transit_mount)),
+            settings.transit_key.clone(),
+        );
+        let state = AppState {
+            cluster: Arc::new(cluster),
+            secrets,
+            vault,
+            leases: leases.map(Arc::new),
+            source,
+            metrics,
+        };
+        let router = router(state.clone(), settings.request_timeout());
+        let listener = TcpListener::bind((settings.host, settings.port))
+            .await
+            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let address = listener.local_addr()?;
+        tokio::spawn(purge_loop(state.clone()));
+        Ok(Self {
+            listener,
+            address,
+            router,
+            state,
+        })
+    }
+
+    /// The port the listener is bound to.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or ctrl-c, then stops accepting and drains the
+    /// requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections
+    /// and drains the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(address = %self.address, "store-service listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Every route and layer.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (routes, document) = crate::openapi::router().split_for_parts();
+    let document = Arc::new(document.to_pretty_json().unwrap_or_default());
+    routes
+        .route(
+            "/openapi.json",
+            get(move || crate::openapi::serve(Arc::clone(&document))),
+        )
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .layer(middleware::from_fn(metrics::layer))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            timeout::layer,
+        ))
+        .layer(middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+/// Vault → AppRole/token login → lease manager, retried with back-off up
+/// to the start-up budget; on failure, the fallback with its cause.
+async fn connect_vault(
+    settings: &Settings,
+) -> (Option<Client>, Option<LeaseManager>, CredentialSource) {
+    let Some(address) = settings.vault_address() else {
+        return (
+            None,
+            None,
+            CredentialSource::Fallback {
+                cause: "no BAO_ADDR/VAULT_ADDR configured".into(),
+            },
+        );
+    };
+    let auth = match (
+        &settings.bao_role_id,
+        &settings.bao_secret_id,
+        &settings.bao_token,
+    ) {
+        (Some(role), Some(secret), _) => AuthMethod::approle(role.clone(), secret.expose()),
+        (_, _, Some(token)) => AuthMethod::token(token.expose()),
+        _ => {
+            return (
+                None,
+                None,
+                CredentialSource::Fallback {
+                    cause: "no BAO_ROLE_ID/BAO_SECRET_ID or BAO_TOKEN configured".into(),
+                },
+            );
+        }
+    };
+    let deadline = tokio::time::Instant::now() + settings.vault_startup_timeout();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            let config = vault_client::Config::builder()
+                .address(address)
+                .auth(auth.clone())
+                .max_retries(0)
+                .client_timeout(Duration::from_secs(5))
+                .build()?;
+            let client = Client::new(config).await?;
+            let manager = client
+                .database(&settings.vault_db_mount)
+                .lease_manager(&settings.vault_db_role)
+                .start()
+                .await?;
+            Ok::<_, anyhow::Error>((client, manager))
+        };
+        match attempt.await {
+            Ok((client, manager)) => return (Some(client), Some(manager), CredentialSource::Vault),
+            Err(error) => {
+                let now = tokio::time::Instant::now();
+                if now + delay >= deadline {
+                    tracing::warn!(%error, "Vault unreachable at start: falling back to DATABASE_URL");
+                    return (
+                        None,
+                        None,
+                        CredentialSource::Fallback {
+                            cause: format!("Vault unreachable at start: {error}"),
+                        },
+                    );
+                }
+                tracing::warn!(%error, retry_in = ?delay, "Vault not ready, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The database cluster: DB_PRIMARY + DB_REPLICAS with Vault's rotating
+/// credentials, or DATABASE_URL in fallback.
+async fn connect_database(
+    settings: &Settings,
+    leases: Option<&LeaseManager>,
+    source: &CredentialSource,
+) -> anyhow::Result<Cluster> {
+    let config = match (leases, &settings.db_primary) {
+        (Some(manager), Some(primary)) => {
+            let credentials = manager.map(|c| {
+                db_failover::Credentials::new(
+                    c.username.clone(),
+                    c.password.expose_secret(),
+                    c.generation,
+                )
+            });
+            let user = credentials.borrow().username().to_owned();
+            let url = |host: &str| format!("postgres://{user}@{host}/{}", settings.db_name);
+            let replicas: Vec<String> = settings
+                .db_replicas
+                .iter()
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| url(r.trim()))
+                .collect();
+            Config::from_urls(&url(primary), replicas.iter().map(String::as_str))?
+                .with_credentials(CredentialsProvider::watch(credentials))
+        }
+        _ => {
+            let url = settings
+                .database_url
+                .as_ref()
+                .with_context(|| match source {
+                    CredentialSource::Fallback { cause } => {
+                        format!("{cause}, and no DATABASE_URL to fall back to")
+                    }
+                    CredentialSource::Vault => "DB_PRIMARY is not set".to_owned(),
+                })?;
+            Config::from_url(url.expose())?
+        }
+    }
+    .with_max_connections(settings.db_max_connections);
+    Ok(Cluster::connect(config).await?)
+}
+
+/// Purges expired idempotency records every hour.
+async fn purge_loop(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match idempotency::purge_expired(&state).await {
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+        }
+    }
+}
+
+/// SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining requests in flight");
+}

@@ -1,0 +1,902 @@
+//! Every route and error of the API against one real stack (PostgreSQL
+//! primary + replica, OpenBao), the service spawned in-process. Scenarios
+//! share the stack and stay apart by unique store names and ids.
+
+mod common;
+
+use std::sync::Arc;
+
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use common::Stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_api() {
+    let stack = common::stack().await;
+    health_ready_metrics_openapi(&stack).await;
+    create_read_update_history(&stack).await;
+    optimistic_locking(&stack).await;
+    concurrent_puts_one_winner(&stack).await;
+    invalid_transitions(&stack).await;
+    bad_input(&stack).await;
+    listing(&stack).await;
+    idempotency(&stack).await;
+    secrets_at_rest(&stack).await;
+    request_ids(&stack).await;
+    runtime_user_has_dml_only(&stack).await;
+    edge_never_5xx(&stack).await;
+}
+
+/// Asserts an RFC 9457 problem with `code` and `status`; returns the body.
+async fn problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let content_type = response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let echoed = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["status"], status);
+    for member in ["type", "title", "instance", "message", "requestId"] {
+        assert!(body[member].is_string(), "{member} missing in {body}");
+    }
+    assert_eq!(body["requestId"], echoed.as_str());
+    body
+}
+
+async fn health_ready_metrics_openapi(stack: &Stack) {
+    let health: Value = stack
+        .http
+        .get(stack.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health,
+        json!({"status": "healthy", "service": "store-service"})
+    );
+
+    let ready = stack.http.get(stack.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["checks"]["secrets"]["source"], "vault");
+
+    // One request so that the request metrics exist.
+    stack
+        .http
+        .get(stack.url("/api/stores?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "store_db_primary_up",
+        "store_db_credentials_ttl_seconds",
+        "store_db_pool_size",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(text.contains("route=\"/api/stores\""));
+
+    let doc: Value = stack
+        .http
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/stores",
+        "/api/stores/{id}",
+        "/api/stores/{id}/history",
+        "/api/stores/{id}/secrets",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    let put = &doc["paths"]["/api/stores/{id}"]["put"];
+    for code in ["200", "409", "412", "428"] {
+        assert!(
+            put["responses"][code].is_object(),
+            "PUT {code} undocumented"
+        );
+    }
+}
+
+async fn create_read_update_history(stack: &Stack) {
+    let created = stack
+        .create(json!({"name": "  <b>Corner</b> Shop ", "config": {"theme": "<i>dark</i>", "__proto__": {"admin": true}, "nested": {"constructor": 1, "ok": 2}}}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(created.headers()[header::ETAG], "\"1\"");
+    let token = created.headers()["read-after"].to_str().unwrap().to_owned();
+    let body: Value = created.json().await.unwrap();
+    assert_eq!(body["message"], "Store created successfully");
+    let store = &body["store"];
+    assert_eq!(store["name"], "Corner Shop");
+    assert_eq!(store["status"], "PROVISIONING");
+    assert_eq!(store["version"], 1);
+    assert_eq!(
+        store["config"],
+        json!({"theme": "dark", "nested": {"ok": 2}})
+    );
+    assert_eq!(store["secretKeys"], json!([]));
+    let id = store["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/stores/{id}"));
+
+    // Read-your-writes with the token, and without (a replica 404 is confirmed on the primary).
+    for with_token in [true, false] {
+        let mut get = stack.http.get(stack.url(&location));
+        if with_token {
+            get = get.header("read-after", &token);
+        }
+        let got = get.send().await.unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(got.headers()[header::ETAG], "\"1\"");
+        let got: Value = got.json().await.unwrap();
+        assert_eq!(&got["store"], store);
+    }
+
+    // Update with the version in the body.
+    let updated = stack
+        .http
+        .put(stack.url(&location))
+        .json(&json!({"status": "ACTIVE", "version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(updated.headers()[header::ETAG], "\"2\"");
+    assert!(updated.headers().contains_key("read-after"));
+    let updated: Value = updated.json().await.unwrap();
+    assert_eq!(updated["store"]["status"], "ACTIVE");
+    assert_eq!(updated["store"]["version"], 2);
+
+    // Update through If-Match.
+    let renamed = stack
+        .http
+        .put(stack.url(&location))
+        .header(header::IF_MATCH, "\"2\"")
+        .json(&json!({"name": "Corner Shop 2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), StatusCode::OK);
+
+    let history: Value = stack
+        .http
+        .get(stack.url(&format!("{location}/history")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = history["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{history}");
+    assert_eq!(events[0]["kind"], "CREATED");
+    assert_eq!(events[1]["kind"], "UPDATED");
+    assert_eq!(
+        events[1]["changes"],
+        json!([{"field": "status", "old": "PROVISIONING", "new": "ACTIVE"}])
+    );
+    assert_eq!(events[2]["changes"][0]["field"], "name");
+    assert!(events[2]["requestId"].is_string());
+
+    // Unknown ids: 404 everywhere; non-UUID ids: 400.
+    let missing = "/api/stores/0190a0b0-0000-7000-8000-000000000000";
+    problem(
+        stack.http.get(stack.url(missing)).send().await.unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    problem(
+        stack
+            .http
+            .get(stack.url(&format!("{missing}/history")))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    problem(
+        stack
+            .http
+            .get(stack.url(&format!("{missing}/secrets")))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    problem(
+        stack
+            .http
+            .put(stack.url(missing))
+            .json(&json!({"name": "abc", "version": 1}))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    problem(
+        stack
+            .http
+            .get(stack.url("/api/stores/not-a-uuid"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "INVALID_ID",
+    )
+    .await;
+    problem(
+        stack.http.get(stack.url("/nowhere")).send().await.unwrap(),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    problem(
+        stack
+            .http
+            .delete(stack.url(&location))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    .await;
+}
+
+async fn new_store(stack: &Stack, name: &str) -> String {
+    let created: Value = stack
+        .create(json!({"name": name}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    format!("/api/stores/{}", created["store"]["id"].as_str().unwrap())
+}
+
+async fn optimistic_locking(stack: &Stack) {
+    let location = new_store(stack, "Locking Shop").await;
+    let ok = stack
+        .http
+        .put(stack.url(&location))
+        .json(&json!({"name": "Locking Shop 2", "version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    let stale = stack
+        .http
+        .put(stack.url(&location))
+        .json(&json!({"name": "Stale", "version": 1}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(stale, 409, "CONCURRENCY_ERROR").await;
+    assert_eq!(
+        body["message"],
+        "Store was modified by another request. Please refresh and try again."
+    );
+    assert_eq!(body["currentVersion"], 2);
+
+    let stale = stack
+        .http
+        .put(stack.url(&location))
+        .header(header::IF_MATCH, "\"1\"")
+        .json(&json!({"name": "Stale"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(stale, 412, "PRECONDITION_FAILED").await;
+    assert_eq!(body["currentVersion"], 2);
+
+    let none = stack
+        .http
+        .put(stack.url(&location))
+        .json(&json!({"name": "No Version"}))
+        .send()
+        .await
+        .unwrap();
+    problem(none, 428, "PRECONDITION_REQUIRED").await;
+
+    let bad_etag = stack
+        .http
+        .put(stack.url(&location))
+        .header(header::IF_MATCH, "W/\"2\"")
+        .json(&json!({"name": "Weak"}))
+        .send()
+        .await
+        .unwrap();
+    problem(bad_etag, 400, "VALIDATION_ERROR").await;
+
+    let got: Value = stack
+        .http
+        .get(stack.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["store"]["name"], "Locking Shop 2");
+}
+
+async fn concurrent_puts_one_winner(stack: &Stack) {
+    let location = Arc::new(new_store(stack, "Race Shop").await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (http, url) = (stack.http.clone(), stack.url(&location));
+        tasks.spawn(async move {
+            http.put(url)
+                .json(&json!({"name": format!("Racer {i}"), "version": 1}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    let wins = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((wins, conflicts), (1, 19), "{statuses:?}");
+    let history: Value = stack
+        .http
+        .get(stack.url(&format!("{location}/history")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let updates = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "UPDATED")
+        .count();
+    assert_eq!(updates, 1);
+}
+
+async fn invalid_transitions(stack: &Stack) {
+    let location = new_store(stack, "Lifecycle Shop").await;
+    let put = |status: &str, version: i64| {
+        stack
+            .http
+            .put(stack.url(&location))
+            .json(&json!({"status": status, "version": version}))
+            .send()
+    };
+    assert_eq!(
+        put("DECOMMISSIONED", 1).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let body = problem(
+        put("ACTIVE", 2).await.unwrap(),
+        409,
+        "INVALID_STATUS_TRANSITION",
+    )
+    .await;
+    assert!(body["message"].as_str().unwrap().contains("DECOMMISSIONED"));
+    let body = problem(put("BOGUS", 2).await.unwrap(), 400, "VALIDATION_ERROR").await;
+    assert_eq!(body["errors"][0]["field"], "status");
+}
+
+async fn bad_input(stack: &Stack) {
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        stack
+            .http
+            .post(stack.url("/api/stores"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+    problem(
+        post(b"{\"name\": ".to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+        "MALFORMED_JSON",
+    )
+    .await;
+    problem(
+        post(b"name=x".to_vec(), "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+    let body = problem(
+        post(
+            br#"{"name": "Shop", "owner": "me"}"#.to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["code"], "unknown_field");
+    let big = format!(
+        r#"{{"name": "Big Shop", "config": {{"blob": "{}"}}}}"#,
+        "x".repeat(70 * 1024)
+    );
+    problem(
+        post(big.into_bytes(), "application/json").await.unwrap(),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    // 10 000-deep JSON, as text: refused, no crash.
+    let deep = format!(
+        r#"{{"name": "Deep Shop", "config": {{"a": {}{}}}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    problem(
+        post(deep.into_bytes(), "application/json").await.unwrap(),
+        400,
+        "MALFORMED_JSON",
+    )
+    .await;
+    let body = problem(
+        post(br#"{"name": "x"}"#.to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "name");
+
+    // XSS and SQL stored inert.
+    let created = stack
+        .create(json!({"name": "Robert'); DROP TABLE stores;--<script>alert(1)</script>"}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: Value = created.json().await.unwrap();
+    assert_eq!(body["store"]["name"], "Robert'); DROP TABLE stores;--");
+    let list = stack
+        .http
+        .get(stack.url("/api/stores?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), StatusCode::OK);
+}
+
+async fn listing(stack: &Stack) {
+    for i in 0..5 {
+        let created = stack
+            .create(json!({"name": format!("Paged Shop {i}")}))
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    // Walk every page of 2 following Link headers; every store appears once, in order.
+    let mut next = Some("/api/stores?limit=2".to_owned());
+    let mut seen = Vec::new();
+    while let Some(path) = next.take() {
+        let page = stack.http.get(stack.url(&path)).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let link = page
+            .headers()
+            .get(header::LINK)
+            .map(|l| l.to_str().unwrap().to_owned());
+        let body: Value = page.json().await.unwrap();
+        let stores = body["stores"].as_array().unwrap();
+        assert_eq!(body["count"], stores.len());
+        assert!(stores.len() <= 2);
+        seen.extend(stores.iter().map(|s| {
+            (
+                s["createdAt"].as_str().unwrap().to_owned(),
+                s["id"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match (link, body["nextCursor"].as_str()) {
+            (Some(link), Some(cursor)) => {
+                assert!(
+                    link.ends_with(">; rel=\"next\"") && link.contains(cursor),
+                    "{link}"
+                );
+                next = Some(
+                    link.trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+            (None, None) => {}
+            other => panic!("Link and nextCursor disagree: {other:?}"),
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "a store appeared twice");
+    assert!(seen.len() >= 5);
+
+    let active: Value = stack
+        .http
+        .get(stack.url("/api/stores?status=ACTIVE&limit=200"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        active["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "ACTIVE")
+    );
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=abc",
+        "status=NOPE",
+        "cursor=';DROP",
+    ] {
+        let response = stack
+            .http
+            .get(stack.url(&format!("/api/stores?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        problem(response, 400, "VALIDATION_ERROR").await;
+    }
+}
+
+async fn idempotency(stack: &Stack) {
+    let body = json!({"name": "Idempotent Shop"});
+    let first = stack
+        .http
+        .post(stack.url("/api/stores"))
+        .header("idempotency-key", "key-create-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let location = first.headers()[header::LOCATION].clone();
+    let first: Value = first.json().await.unwrap();
+
+    let again = stack
+        .http
+        .post(stack.url("/api/stores"))
+        .header("idempotency-key", "key-create-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()[header::LOCATION], location);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the replay is the first response");
+
+    let other = stack
+        .http
+        .post(stack.url("/api/stores"))
+        .header("idempotency-key", "key-create-1")
+        .json(&json!({"name": "Another Shop"}))
+        .send()
+        .await
+        .unwrap();
+    problem(other, 422, "IDEMPOTENCY_KEY_REUSED").await;
+
+    let bad = stack
+        .http
+        .post(stack.url("/api/stores"))
+        .header("idempotency-key", "")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(bad, 400, "INVALID_IDEMPOTENCY_KEY").await;
+
+    // A key whose first request is still running: 409 (the in-progress row, as the first request leaves it).
+    let scope = "POST /api/stores";
+    let admin = stack
+        .pg
+        .admin_db(stack.pg.primary(), "stores")
+        .await
+        .unwrap();
+    admin
+        .execute("INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, 'key-running', sha256($2))", &[&scope, &b"\n{\"name\":\"Running Shop\"}".to_vec()])
+        .await
+        .unwrap();
+    let running = stack
+        .http
+        .post(stack.url("/api/stores"))
+        .header("idempotency-key", "key-running")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{\"name\":\"Running Shop\"}")
+        .send()
+        .await
+        .unwrap();
+    problem(running, 409, "IDEMPOTENCY_KEY_IN_USE").await;
+
+    // A stale PUT replayed: the same 409, no second event.
+    let location = location.to_str().unwrap().to_owned();
+    let put = || {
+        stack
+            .http
+            .put(stack.url(&location))
+            .header("idempotency-key", "key-put-1")
+            .json(&json!({"status": "ACTIVE", "version": 1}))
+            .send()
+    };
+    assert_eq!(put().await.unwrap().status(), StatusCode::OK);
+    let replay = put().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let history: Value = stack
+        .http
+        .get(stack.url(&format!("{location}/history")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["events"].as_array().unwrap().len(), 2);
+
+    // Expired records (older than 24 h) are ignored.
+    admin.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'key-create-1'", &[]).await.unwrap();
+    let fresh = stack
+        .http
+        .post(stack.url("/api/stores"))
+        .header("idempotency-key", "key-create-1")
+        .json(&json!({"name": "Another Shop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), StatusCode::CREATED);
+    assert!(!fresh.headers().contains_key("idempotent-replayed"));
+}
+
+async fn secrets_at_rest(stack: &Stack) {
+    let created = stack.create(json!({"name": "Secret Shop", "secrets": {"WIFI_PASSWORD": "hunter2-wifi", "API_KEY": "sk-live-123"}})).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let text = created.text().await.unwrap();
+    assert!(!text.contains("hunter2-wifi") && !text.contains("sk-live-123"));
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["store"]["secretKeys"],
+        json!(["API_KEY", "WIFI_PASSWORD"])
+    );
+    let id = body["store"]["id"].as_str().unwrap().to_owned();
+
+    let secrets: Value = stack
+        .http
+        .get(stack.url(&format!("/api/stores/{id}/secrets")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        secrets["secrets"],
+        json!({"WIFI_PASSWORD": "hunter2-wifi", "API_KEY": "sk-live-123"})
+    );
+
+    let updated = stack
+        .http
+        .put(stack.url(&format!("/api/stores/{id}")))
+        .json(&json!({"secrets": {"WIFI_PASSWORD": "new-wifi"}, "version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), StatusCode::OK);
+    let history = stack
+        .http
+        .get(stack.url(&format!("/api/stores/{id}/history")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !history.contains("hunter2-wifi") && !history.contains("new-wifi"),
+        "{history}"
+    );
+
+    // The raw table, as the superuser: only Transit ciphertext.
+    let admin = stack
+        .pg
+        .admin_db(stack.pg.primary(), "stores")
+        .await
+        .unwrap();
+    let rows = admin
+        .query("SELECT value FROM stores, jsonb_each_text(secrets)", &[])
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let value: String = row.get(0);
+        assert!(value.starts_with("vault:v"), "plaintext at rest: {value}");
+    }
+    let dump = admin
+        .query_one(
+            "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM stores) t",
+            &[],
+        )
+        .await
+        .unwrap();
+    let dump: String = dump.get(0);
+    assert!(!dump.contains("hunter2-wifi") && !dump.contains("new-wifi"));
+}
+
+async fn request_ids(stack: &Stack) {
+    let sane = stack
+        .http
+        .get(stack.url("/health"))
+        .header("x-request-id", "my-req.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sane.headers()["x-request-id"], "my-req.1");
+    let insane = stack
+        .http
+        .get(stack.url("/nowhere"))
+        .header("x-request-id", "<script>")
+        .send()
+        .await
+        .unwrap();
+    let id = insane.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(id, "<script>");
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+    let body: Value = insane.json().await.unwrap();
+    assert_eq!(body["requestId"], id.as_str());
+}
+
+async fn runtime_user_has_dml_only(stack: &Stack) {
+    // The Vault-issued user the service runs as can use every table, and create none.
+    let credentials = stack.state.leases.as_ref().expect("Vault in use").current();
+    use vault_client::ExposeSecret;
+    let config = stack.pg.node(stack.pg.primary()).config(
+        &credentials.username,
+        credentials.password.expose_secret(),
+        "stores",
+    );
+    let (db, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for table in ["stores", "store_events", "idempotency_keys"] {
+        db.query(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap();
+    }
+    assert!(
+        db.batch_execute("CREATE TABLE not_allowed (id int)")
+            .await
+            .is_err()
+    );
+}
+
+/// Arbitrary JSON bodies at the HTTP edge: never a 5xx.
+async fn edge_never_5xx(stack: &Stack) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+        prop_oneof![
+            Just("name"),
+            Just("status"),
+            Just("config"),
+            Just("secrets"),
+            Just("version"),
+            Just("__proto__")
+        ]
+        .prop_map(Value::from),
+    ];
+    let value = leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("name".to_owned()),
+                    Just("status".to_owned()),
+                    Just("config".to_owned()),
+                    Just("secrets".to_owned()),
+                    Just("version".to_owned()),
+                    ".{0,6}"
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    let location = new_store(stack, "Fuzzed Shop").await;
+    let handle = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        ..Config::default()
+    });
+    runner
+        .run(&value, |body| {
+            let statuses = tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    let post = stack
+                        .http
+                        .post(stack.url("/api/stores"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    let put = stack
+                        .http
+                        .put(stack.url(&location))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    (post, put)
+                })
+            });
+            prop_assert!(
+                !statuses.0.is_server_error() && !statuses.1.is_server_error(),
+                "{statuses:?} for {body}"
+            );
+            Ok(())
+        })
+        .unwrap();
+}

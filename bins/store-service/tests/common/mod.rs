@@ -1,0 +1,133 @@
+//! A real stack for the tests: PostgreSQL (primary + replica), OpenBao with
+//! the database engine, Transit and AppRole, the migrations applied, and the
+//! service spawned in-process on a free port.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{sync::Arc, time::Duration};
+
+use store_service::{AppState, Application, Secret, Settings};
+use testkit::{DatabaseEngine, OpenBao, PgCluster};
+
+/// The policy of the service's AppRole.
+const POLICY: &str = r#"
+path "database/creds/store-service" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["update"] }
+path "sys/leases/revoke" { capabilities = ["update"] }
+path "transit/encrypt/store-secrets" { capabilities = ["update"] }
+path "transit/decrypt/store-secrets" { capabilities = ["update"] }
+path "auth/token/renew-self" { capabilities = ["update"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
+"#;
+
+/// Everything a test talks to.
+pub struct Stack {
+    pub pg: Arc<PgCluster>,
+    pub bao: Arc<OpenBao>,
+    pub settings: Settings,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+}
+
+/// Starts PostgreSQL and OpenBao, configures them, applies the migrations
+/// as the owner and returns settings for the service (not started).
+pub async fn services(engine: DatabaseEngine) -> (Arc<PgCluster>, Arc<OpenBao>, Settings) {
+    vault_client_provider();
+    let (pg, bao) = tokio::join!(PgCluster::start(1), OpenBao::start());
+    let (pg, bao) = (
+        Arc::new(pg.expect("postgres starts")),
+        Arc::new(bao.expect("openbao starts")),
+    );
+    bao.configure_database(&pg, &engine)
+        .await
+        .expect("database engine");
+    let owner_url = pg.superuser_url(pg.primary(), &engine.database);
+    let applied = store_service::migrate::run(&owner_url)
+        .await
+        .expect("migrations apply");
+    assert!(applied.contains(&2) && applied.contains(&3), "{applied:?}");
+    bao.enable_transit("transit").await.expect("transit");
+    bao.create_transit_key("transit", "store-secrets")
+        .await
+        .expect("transit key");
+    bao.write_policy("store-service", POLICY)
+        .await
+        .expect("policy");
+    let approle = bao
+        .enable_approle(
+            "store-service",
+            &["store-service"],
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("approle");
+    let port = |id: testkit::NodeId| format!("127.0.0.1:{}", pg.node(id).port());
+    let mut settings = Settings::defaults();
+    settings.port = 0;
+    settings.host = [127, 0, 0, 1].into();
+    settings.bao_addr = Some(bao.addr().to_owned());
+    settings.bao_role_id = Some(approle.role_id);
+    settings.bao_secret_id = Some(Secret::new(approle.secret_id));
+    settings.db_primary = Some(port(pg.primary()));
+    settings.db_replicas = pg.replicas().into_iter().map(port).collect();
+    settings.db_name = engine.database.clone();
+    settings.vault_startup_timeout_secs = 5;
+    settings.db_max_connections = 8;
+    (pg, bao, settings)
+}
+
+/// Spawns the service with `settings`.
+pub async fn spawn(settings: Settings) -> (String, AppState) {
+    let app = Application::build(settings)
+        .await
+        .expect("the service starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    (base, state)
+}
+
+/// The whole stack with default settings.
+pub async fn stack() -> Stack {
+    let (pg, bao, settings) = services(DatabaseEngine::default()).await;
+    let (base, state) = spawn(settings.clone()).await;
+    Stack {
+        pg,
+        bao,
+        settings,
+        base,
+        http: http(),
+        state,
+    }
+}
+
+/// A plain HTTP client.
+pub fn http() -> reqwest::Client {
+    vault_client_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
+
+/// reqwest needs a rustls provider in this workspace.
+pub fn vault_client_provider() {
+    vault_client::install_crypto_provider();
+}
+
+impl Stack {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a JSON body to `/api/stores`.
+    pub async fn create(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/stores"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST answers")
+    }
+}
