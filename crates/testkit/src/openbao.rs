@@ -541,8 +541,24 @@ impl OpenBao {
     }
 
     /// Mounts a KV version 2 engine at `mount` (idempotent).
+    ///
+    /// A fresh KV v2 mount answers 400 ("Upgrading from non-versioned to
+    /// versioned data") for a moment; this waits until it serves requests.
     pub async fn enable_kv2(&self, mount: &str) -> Result<()> {
-        self.mount(mount, "kv", json!({ "version": "2" })).await
+        self.mount(mount, "kv", json!({ "version": "2" })).await?;
+        let started = tokio::time::Instant::now();
+        loop {
+            match self
+                .call(Method::GET, &format!("{mount}/config"), None)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(Error::Bao { status: 400, .. }) if started.elapsed() < READY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Writes `data` (a JSON object) as the new version of KV v2 secret

@@ -236,6 +236,7 @@ impl Inner {
             .send(Call {
                 body: Some(&body),
                 auth: CallAuth::None,
+                idempotence: Idempotence::Safe,
                 ..Call::new("sys.wrapping.lookup", Method::POST, &lookup_path)
             })
             .await?;
@@ -275,6 +276,8 @@ impl Inner {
             .send(Call {
                 body: Some(&body),
                 auth: CallAuth::Token(token),
+                // A renewal asks for the same TTL again.
+                idempotence: Idempotence::Safe,
                 ..Call::new("auth.token.renew_self", Method::POST, &path)
             })
             .await?;
@@ -294,7 +297,7 @@ impl Inner {
         let answer = Answer::new(path.as_str(), &body);
         Ok(Grant {
             token: None,
-            ttl: Duration::from_secs(answer.u64("/data/ttl")?),
+            ttl: answer.ttl("/data/ttl")?,
             renewable: answer.opt_bool("/data/renewable")?.unwrap_or(false),
         })
     }
@@ -314,7 +317,7 @@ fn grant_from_auth(path: &str, body: Option<&serde_json::Value>) -> Result<Grant
     }
     Ok(Grant {
         token: Some(SecretString::from(token.to_owned())),
-        ttl: Duration::from_secs(answer.u64("/auth/lease_duration")?),
+        ttl: answer.ttl("/auth/lease_duration")?,
         renewable: answer.opt_bool("/auth/renewable")?.unwrap_or(false),
     })
 }

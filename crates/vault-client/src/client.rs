@@ -61,7 +61,11 @@ pub(crate) struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
+    /// A call with the default retry rule for its method and path (see
+    /// [`default_idempotence`]); calls that are safe to repeat although
+    /// their method is not say so explicitly.
     pub(crate) fn new(op: &'static str, method: Method, path: &'a ApiPath) -> Self {
+        let idempotence = default_idempotence(&method, path);
         Call {
             op,
             method,
@@ -70,10 +74,24 @@ impl<'a> Call<'a> {
             body: None,
             content_type: "application/json",
             auth: CallAuth::Client,
-            idempotence: Idempotence::Safe,
+            idempotence,
             wrap_ttl: None,
             answer_statuses: &[],
         }
+    }
+}
+
+/// The retry rule of a call unless it says otherwise: GET, LIST, HEAD and
+/// DELETE may run twice, except reads of `*/creds/*` (each read creates a
+/// user, a key or a certificate); every other method (POST, PUT, PATCH) is
+/// not retried once it may have reached Vault, since it may create
+/// something (a token, a key version, a KV version).
+pub(crate) fn default_idempotence(method: &Method, path: &ApiPath) -> Idempotence {
+    let reads = matches!(method.as_str(), "GET" | "LIST" | "HEAD" | "DELETE");
+    if reads && !path.segments().any(|segment| segment == "creds") {
+        Idempotence::Safe
+    } else {
+        Idempotence::NotAfterSent
     }
 }
 
@@ -218,8 +236,10 @@ impl Client {
         }
         let breaker = Breaker::new(&config.breaker_name, config.breaker_policy.clone());
         let token = match &config.auth {
-            AuthMethod::Token(token) => TokenCell::new(Some(token.clone()), Lifetime::Unknown),
-            _ => TokenCell::new(None, Lifetime::Unknown),
+            AuthMethod::Token(token) => {
+                TokenCell::new(Some(token.clone()), Lifetime::Unknown, config.renewal.retry)
+            }
+            _ => TokenCell::new(None, Lifetime::Unknown, config.renewal.retry),
         };
         let (events, _) = broadcast::channel(256);
         let (shutdown, _) = watch::channel(false);
@@ -285,12 +305,14 @@ impl Client {
     }
 
     /// Logs in again now (AppRole, Kubernetes), unless a login is already
-    /// running, in which case its result is shared.
+    /// running, in which case its result is shared. Unlike the logins that
+    /// requests trigger on an expired token, an explicit login is sent even
+    /// while the back-off after a failed login runs.
     pub async fn login(&self) -> Result<()> {
         let seen = self.inner.token.current().generation;
         self.inner
             .token
-            .relogin(self.inner.as_ref(), seen)
+            .relogin_now(self.inner.as_ref(), seen)
             .await
             .map(drop)
     }
@@ -367,7 +389,7 @@ impl Client {
                 .opt_str("/wrap_info/accessor")?
                 .unwrap_or_default()
                 .to_owned(),
-            ttl: Duration::from_secs(answer.u64("/wrap_info/ttl")?),
+            ttl: answer.ttl("/wrap_info/ttl")?,
             creation_path: answer.str("/wrap_info/creation_path")?.to_owned(),
         })
     }
@@ -777,5 +799,40 @@ impl Authority for WeakInner {
         if let Some(inner) = self.0.upgrade() {
             inner.emit(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(method: &str, path: &str) -> Idempotence {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        default_idempotence(&method, &ApiPath::new(path).unwrap())
+    }
+
+    #[test]
+    fn only_reads_that_create_nothing_are_retried_after_they_were_sent() {
+        assert_eq!(rule("GET", "secret/data/app"), Idempotence::Safe);
+        assert_eq!(rule("LIST", "secret/metadata"), Idempotence::Safe);
+        assert_eq!(rule("DELETE", "secret/data/app"), Idempotence::Safe);
+        // Each read creates a database user.
+        assert_eq!(rule("GET", "database/creds/app"), Idempotence::NotAfterSent);
+        assert_eq!(rule("GET", "aws/creds/deploy"), Idempotence::NotAfterSent);
+        // Writes may create something: a token, a KV version, a key version.
+        assert_eq!(rule("POST", "auth/token/create"), Idempotence::NotAfterSent);
+        assert_eq!(rule("POST", "secret/data/app"), Idempotence::NotAfterSent);
+        assert_eq!(
+            rule("PUT", "transit/keys/k/rotate"),
+            Idempotence::NotAfterSent
+        );
+        assert_eq!(rule("PATCH", "secret/data/app"), Idempotence::NotAfterSent);
+        // A timeout after sending is therefore not retried for them.
+        let timeout = Error::Timeout {
+            path: "auth/token/create".into(),
+            after: Duration::from_secs(1),
+        };
+        assert!(!may_retry(&timeout, rule("POST", "auth/token/create")));
+        assert!(may_retry(&timeout, rule("GET", "secret/data/app")));
     }
 }

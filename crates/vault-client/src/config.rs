@@ -214,7 +214,7 @@ pub struct ConfigBuilder {
 impl fmt::Debug for ConfigBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConfigBuilder")
-            .field("address", &self.address)
+            .field("address", &redact_address(&self.address))
             .field("config", &self.config)
             .finish()
     }
@@ -469,20 +469,33 @@ impl ConfigBuilder {
     }
 }
 
+/// `value` with any user info (`user:password@`) in its authority replaced
+/// by `[REDACTED]`, for error messages and `Debug`. Works on text that is not
+/// a valid URL too (it never echoes what precedes an `@` in the authority).
+pub(crate) fn redact_address(value: &str) -> String {
+    let start = value.find("://").map_or(0, |i| i + 3);
+    let rest = &value[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}[REDACTED]{}", &value[..start], &rest[at..]),
+        None => value.to_owned(),
+    }
+}
+
 fn parse_address(value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value).map_err(|e| ConfigError::Address {
-        value: value.to_owned(),
+        value: redact_address(value),
         reason: e.to_string(),
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::Address {
-            value: value.to_owned(),
+            value: redact_address(value),
             reason: "the scheme must be http or https".into(),
         });
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::Address {
-            value: value.to_owned(),
+            value: redact_address(value),
             reason: "no host".into(),
         });
     }
@@ -494,7 +507,7 @@ fn parse_address(value: &str) -> Result<Url, ConfigError> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::Address {
-            value: value.to_owned(),
+            value: redact_address(value),
             reason: "no query or fragment allowed".into(),
         });
     }
@@ -576,6 +589,34 @@ mod tests {
         assert_eq!(config.max_retries, 5);
         assert_eq!(config.client_timeout, Duration::from_secs(15));
         assert!(!format!("{config:?}").contains("s.vault-token"));
+    }
+
+    #[test]
+    fn addresses_with_credentials_are_never_echoed() {
+        for bad in [
+            // Not a URL at all (no scheme): the parse error.
+            "alice:hunter2@vault:8200",
+            // Bad port: the parse error.
+            "https://alice:hunter2@vault:99999",
+            // Wrong scheme.
+            "ftp://alice:hunter2@vault:8200",
+            // Credentials in a valid address.
+            "https://alice:hunter2@vault:8200",
+            "https://hunter2@vault:8200/?x=1",
+        ] {
+            let builder = Config::builder().address(bad);
+            let shown = format!("{builder:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            let error = builder.build().unwrap_err();
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert_eq!(
+            redact_address("https://u:p@vault:8200/x@y"),
+            "https://[REDACTED]@vault:8200/x@y"
+        );
+        assert_eq!(redact_address("https://vault:8200"), "https://vault:8200");
+        assert_eq!(redact_address("u:p@h"), "[REDACTED]@h");
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl Client {
         let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
         let call = Call {
             body: Some(&body),
+            // The same request twice has the same effect.
+            idempotence: Idempotence::Safe,
             ..Call::new("sys.leases.renew", Method::PUT, &path)
         };
         let reply = self.inner.send(call).await?;
@@ -84,7 +86,7 @@ impl Client {
         let answer = Answer::new(path.as_str(), &body);
         Ok(Lease {
             id: answer.str("/lease_id")?.to_owned(),
-            duration: Duration::from_secs(answer.u64("/lease_duration")?),
+            duration: answer.ttl("/lease_duration")?,
             renewable: answer.opt_bool("/renewable")?.unwrap_or(false),
         })
     }
@@ -95,6 +97,8 @@ impl Client {
         let body = json!({ "lease_id": lease_id });
         let call = Call {
             body: Some(&body),
+            // The same request twice has the same effect.
+            idempotence: Idempotence::Safe,
             ..Call::new("sys.leases.revoke", Method::PUT, &path)
         };
         self.inner.send(call).await.map(drop)
@@ -119,7 +123,7 @@ impl Database {
             password: SecretString::from(answer.str("/data/password")?.to_owned()),
             lease: Lease {
                 id: answer.str("/lease_id")?.to_owned(),
-                duration: Duration::from_secs(answer.u64("/lease_duration")?),
+                duration: answer.ttl("/lease_duration")?,
                 renewable: answer.opt_bool("/renewable")?.unwrap_or(false),
             },
         })

@@ -164,6 +164,23 @@ pub enum Error {
     /// The client, or the lease manager, was shut down.
     #[error("the Vault client was shut down")]
     Shutdown,
+    /// A recent login failed and this call did not log in again: it was
+    /// waiting for that login, or the login back-off has not elapsed yet.
+    /// Retryability, status and availability are those of that login's
+    /// error.
+    #[error("Vault login failed (next attempt allowed in {retry_in:?}): {reason}")]
+    LoginFailed {
+        /// Why the login failed (that error's message).
+        reason: String,
+        /// The HTTP status of that failure, if Vault answered.
+        status: Option<u16>,
+        /// Whether that failure was retryable.
+        retryable: bool,
+        /// Whether that failure meant Vault was unavailable.
+        unavailable: bool,
+        /// When another login may be sent.
+        retry_in: Duration,
+    },
 }
 
 impl Error {
@@ -179,6 +196,7 @@ impl Error {
             Error::Connect { .. } | Error::Transport { .. } | Error::Timeout { .. } => true,
             Error::CircuitOpen { rejected, .. } => rejected.is_retryable(),
             Error::Api { status, .. } => retryable_status(*status),
+            Error::LoginFailed { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -194,7 +212,8 @@ impl Error {
             | Error::CircuitOpen { .. }
             | Error::NoToken(_)
             | Error::Io { .. }
-            | Error::Shutdown => Delivery::NotSent,
+            | Error::Shutdown
+            | Error::LoginFailed { .. } => Delivery::NotSent,
             Error::Transport { .. } | Error::Timeout { .. } => Delivery::MaybeDelivered,
             Error::Api { .. }
             | Error::CasMismatch { .. }
@@ -216,6 +235,7 @@ impl Error {
         match self {
             Error::Api { status, .. } => Some(*status),
             Error::CasMismatch { .. } => Some(400),
+            Error::LoginFailed { status, .. } => *status,
             _ => None,
         }
     }
@@ -241,21 +261,53 @@ impl Error {
             | Error::Timeout { .. }
             | Error::CircuitOpen { .. } => true,
             Error::Api { status, .. } => *status >= 500 || *status == 429,
+            Error::LoginFailed { unavailable, .. } => *unavailable,
             _ => false,
         }
     }
 
-    /// The delay the server (`Retry-After`) or the breaker asked for.
+    /// The delay the server (`Retry-After`), the breaker or the login
+    /// back-off ([`Error::LoginFailed`]) asked for.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Api { retry_after, .. } => *retry_after,
             Error::CircuitOpen { rejected, .. } => rejected.retry_after(),
+            Error::LoginFailed { retry_in, .. } => Some(*retry_in),
             _ => None,
         }
     }
 }
 
 /// 5xx except 501 (not implemented: asking again will not help), and 429.
+impl Error {
+    /// This error as seen by callers that shared a failed login.
+    pub(crate) fn login_failed(&self, retry_in: Duration) -> Error {
+        if let Error::LoginFailed {
+            reason,
+            status,
+            retryable,
+            unavailable,
+            ..
+        } = self
+        {
+            return Error::LoginFailed {
+                reason: reason.clone(),
+                status: *status,
+                retryable: *retryable,
+                unavailable: *unavailable,
+                retry_in,
+            };
+        }
+        Error::LoginFailed {
+            reason: self.to_string(),
+            status: self.status(),
+            retryable: self.is_retryable(),
+            unavailable: self.is_unavailable(),
+            retry_in,
+        }
+    }
+}
+
 pub(crate) fn retryable_status(status: u16) -> bool {
     (status >= 500 && status != 501) || status == 429
 }

@@ -139,7 +139,10 @@ pub(crate) fn from_env(
     let mut data = SecretData::default();
     let mut names = Vec::new();
     for (name, value) in vars {
-        let field = name[var_prefix.len()..].to_ascii_lowercase();
+        let Some(field) = name.strip_prefix(var_prefix.as_str()) else {
+            continue;
+        };
+        let field = field.to_ascii_lowercase();
         if field.is_empty() {
             continue;
         }
@@ -179,6 +182,30 @@ mod tests {
         assert_eq!(data.len(), 2);
         assert_eq!(vars.len(), 2);
         assert!(from_env(&env, "VAULT_FALLBACK_", "database/tertiary").is_none());
+    }
+
+    /// An environment that ignores the prefix it is asked for.
+    struct Sloppy;
+
+    impl Environment for Sloppy {
+        fn var(&self, _name: &str) -> Option<String> {
+            None
+        }
+        fn vars_with_prefix(&self, _prefix: &str) -> Vec<(String, String)> {
+            vec![
+                ("é".into(), "short and multibyte".into()),
+                ("vault_fallback_db_password".into(), "other case".into()),
+                ("VAULT_FALLBACK_DB_USER".into(), "app".into()),
+            ]
+        }
+    }
+
+    #[test]
+    fn names_without_the_prefix_are_skipped_not_a_panic() {
+        let (data, vars) = from_env(&Sloppy, "VAULT_FALLBACK_", "db").unwrap();
+        assert_eq!(data.get_str("user"), Some("app"));
+        assert_eq!(data.len(), 1);
+        assert_eq!(vars, vec!["VAULT_FALLBACK_DB_USER".to_owned()]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,9 +5,34 @@
 //! own messages quote the offending value, which may be a secret, so they are
 //! never used on answers.)
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+
+/// The longest TTL the client believes from a server: 10 years. Longer
+/// TTLs are treated as this long (no Vault default comes near it).
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// `seconds` as a TTL, capped at [`MAX_TTL`].
+pub(crate) fn capped_ttl(seconds: u64) -> Duration {
+    Duration::from_secs(seconds.min(MAX_TTL.as_secs()))
+}
+
+/// `now + ttl`, never overflowing: the TTL is capped at [`MAX_TTL`] and, if
+/// even that does not fit, the result saturates at `now + MAX_TTL` or `now`.
+pub(crate) fn instant_after(now: tokio::time::Instant, ttl: Duration) -> tokio::time::Instant {
+    now.checked_add(ttl.min(MAX_TTL)).unwrap_or(now)
+}
+
+/// `now + ttl` on the wall clock, never overflowing (see [`instant_after`]).
+pub(crate) fn system_time_after(
+    now: std::time::SystemTime,
+    ttl: Duration,
+) -> std::time::SystemTime {
+    now.checked_add(ttl.min(MAX_TTL)).unwrap_or(now)
+}
 
 /// A parsed answer and the path it came from, for error messages.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +76,12 @@ impl<'a> Answer<'a> {
             .pointer(pointer)
             .and_then(Value::as_u64)
             .ok_or_else(|| self.missing(pointer, "a non-negative integer"))
+    }
+
+    /// A TTL in seconds, capped at [`MAX_TTL`] so that a hostile or broken
+    /// server cannot make later `Instant`/`SystemTime` arithmetic overflow.
+    pub(crate) fn ttl(&self, pointer: &str) -> Result<Duration> {
+        Ok(capped_ttl(self.u64(pointer)?))
     }
 
     pub(crate) fn opt_u64(&self, pointer: &str) -> Result<Option<u64>> {

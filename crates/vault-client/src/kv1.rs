@@ -9,6 +9,7 @@ use crate::fallback::Source;
 use crate::json::Answer;
 use crate::kv2::KvSecret;
 use crate::path::ApiPath;
+use crate::retry::Idempotence;
 use crate::secret::SecretData;
 
 /// A KV v1 engine at one mount. From [`Client::kv1`].
@@ -65,6 +66,8 @@ impl Kv1 {
         let path = ApiPath::join(&[&self.mount, name])?;
         let call = Call {
             body: Some(data),
+            // The same request twice has the same effect.
+            idempotence: Idempotence::Safe,
             ..Call::new("kv1.write", Method::POST, &path)
         };
         self.client.inner.send(call).await?;

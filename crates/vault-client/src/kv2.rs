@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::fallback::Source;
 use crate::json::Answer;
 use crate::path::ApiPath;
+use crate::retry::Idempotence;
 use crate::secret::SecretData;
 
 /// A KV v2 engine at one mount. From [`Client::kv2`].
@@ -149,13 +150,17 @@ impl Kv2 {
         })
     }
 
-    /// Writes a new version (`data` must be a JSON object).
+    /// Writes a new version (`data` must be a JSON object). Not retried once
+    /// it may have reached Vault (a second run would add a second version):
+    /// on a timeout or 5xx, read the metadata to learn whether it was written.
     pub async fn write(&self, name: &str, data: &Value) -> Result<KvVersion> {
         self.write_inner(name, data, None).await
     }
 
     /// Writes a new version only if the current one is `cas` (0: only if the
-    /// secret does not exist). A mismatch is [`Error::CasMismatch`].
+    /// secret does not exist). A mismatch is [`Error::CasMismatch`]. Not
+    /// retried once it may have reached Vault (a retry of a write that
+    /// succeeded would report a mismatch).
     pub async fn write_cas(&self, name: &str, data: &Value, cas: u64) -> Result<KvVersion> {
         self.write_inner(name, data, Some(cas)).await
     }
@@ -276,6 +281,8 @@ impl Kv2 {
         let body = Value::Object(body);
         let call = Call {
             body: Some(&body),
+            // The same request twice has the same effect.
+            idempotence: Idempotence::Safe,
             ..Call::new("kv2.write_metadata", Method::POST, &path)
         };
         self.client.inner.send(call).await.map(drop)
@@ -342,6 +349,8 @@ impl Kv2 {
         let body = json!({ "versions": versions });
         let call = Call {
             body: Some(&body),
+            // Deleting, undeleting or destroying twice is the same as once.
+            idempotence: Idempotence::Safe,
             ..Call::new(op, Method::POST, &path)
         };
         self.client.inner.send(call).await.map(drop)

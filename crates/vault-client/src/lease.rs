@@ -8,6 +8,10 @@
 //! [`shutdown`](LeaseManager::shutdown) it can revoke the current lease after
 //! a drain delay, so connections in use finish first.
 //!
+//! If renewal keeps failing, new credentials are read at the rotation point
+//! (the margin before expiry) all the same, rather than letting the lease
+//! expire. The remaining-TTL gauge is refreshed every second.
+//!
 //! The schedule is a pure function ([`LeaseState::next`]) and the loop waits
 //! on tokio time, so its tests run on paused time.
 
@@ -22,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::database::{Database, DbCredentials};
 use crate::error::{Error, Result};
+use crate::json::{instant_after, system_time_after};
 use crate::retry::Backoff;
 use crate::secret::SecretString;
 
@@ -141,7 +146,9 @@ pub struct LeaseOptions {
     /// third of the lease's TTL. Default 60 s.
     pub rotate_before_expiry: Duration,
     /// Back-off between failed attempts (capped by its `max`). Default 1 s
-    /// doubling to 30 s.
+    /// doubling to 30 s. Its `initial` is also the shortest time between two
+    /// credential reads, so a lease with a zero or tiny TTL cannot make the
+    /// manager create database users in a loop.
     pub retry: Backoff,
     /// Revoke the current lease at shutdown (dropping the user). Default
     /// false.
@@ -179,6 +186,9 @@ impl LeaseOptions {
     }
 }
 
+/// How often the remaining-lease-TTL gauge is refreshed while waiting.
+const METRICS_TICK: Duration = Duration::from_secs(1);
+
 /// What the manager does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -208,7 +218,7 @@ impl LeaseState {
         LeaseState {
             since: now,
             ttl,
-            expires: now + ttl,
+            expires: instant_after(now, ttl),
             renewable,
             increment: ttl,
             exhausted: false,
@@ -218,7 +228,7 @@ impl LeaseState {
     /// After a renewal that granted `ttl`: exhausted if less than asked or
     /// the expiry did not move.
     pub(crate) fn renewed(&self, now: Instant, ttl: Duration) -> Self {
-        let expires = now + ttl;
+        let expires = instant_after(now, ttl);
         LeaseState {
             since: now,
             ttl,
@@ -239,15 +249,22 @@ impl LeaseState {
     pub(crate) fn next(&self, options: &LeaseOptions, unit: f64) -> (Instant, Action) {
         if self.renewable && !self.exhausted && !self.ttl.is_zero() {
             let fraction = options.renew_fraction * (1.0 - options.jitter * unit.clamp(0.0, 1.0));
-            (self.since + self.ttl.mul_f64(fraction), Action::Renew)
+            (
+                instant_after(self.since, self.ttl.mul_f64(fraction)),
+                Action::Renew,
+            )
         } else {
-            let at = self
-                .expires
-                .checked_sub(self.margin(options))
-                .unwrap_or(self.since)
-                .max(self.since);
-            (at, Action::Rotate)
+            (self.rotate_at(options), Action::Rotate)
         }
+    }
+
+    /// When new credentials are read if renewal is over: the margin before
+    /// expiry, never before the lease was issued or last renewed.
+    pub(crate) fn rotate_at(&self, options: &LeaseOptions) -> Instant {
+        self.expires
+            .checked_sub(self.margin(options))
+            .unwrap_or(self.since)
+            .max(self.since)
     }
 }
 
@@ -449,7 +466,7 @@ fn publish(fetched: &Fetched, generation: u64, ttl: Duration) -> Credentials {
         password: fetched.password.clone(),
         lease_id: fetched.lease_id.clone(),
         lease_duration: ttl,
-        expires_at: SystemTime::now() + ttl,
+        expires_at: system_time_after(SystemTime::now(), ttl),
         generation,
         published_at: std::time::Instant::now(),
     }
@@ -565,10 +582,16 @@ async fn run<S: LeaseSource>(
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     let mut warned_expiring = false;
+    // When credentials were last read: a lease with a zero or tiny TTL
+    // must not make the manager create a database user in a hot loop.
+    let mut last_fetch = Instant::now();
     loop {
         let (mut at, action) = state.next(&options, fastrand::f64());
         if let Some(retry) = retry_at {
             at = at.max(retry);
+        }
+        if action == Action::Rotate {
+            at = at.max(instant_after(last_fetch, options.retry.initial));
         }
         if action == Action::Rotate && !warned_expiring {
             warned_expiring = true;
@@ -580,12 +603,22 @@ async fn run<S: LeaseSource>(
                 rotate_in: at.saturating_duration_since(now),
             });
         }
-        crate::metrics::lease_ttl(
-            &role,
-            state.expires.saturating_duration_since(Instant::now()),
-        );
+        // Wait for `at`, refreshing the remaining-TTL gauge every second so
+        // that it counts down between steps.
+        let wait = async {
+            loop {
+                let now = Instant::now();
+                crate::metrics::lease_ttl(&role, state.expires.saturating_duration_since(now));
+                let tick = instant_after(now, METRICS_TICK);
+                if tick >= at {
+                    tokio::time::sleep_until(at).await;
+                    return;
+                }
+                tokio::time::sleep_until(tick).await;
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep_until(at) => {}
+            () = wait => {}
             _ = stop.changed() => return Some(lease_id),
         }
         if *stop.borrow() {
@@ -598,7 +631,7 @@ async fn run<S: LeaseSource>(
                     crate::metrics::renewal("lease", true);
                     tx.send_modify(|c| {
                         c.lease_duration = ttl;
-                        c.expires_at = SystemTime::now() + ttl;
+                        c.expires_at = system_time_after(SystemTime::now(), ttl);
                     });
                     let _ = events.send(LeaseEvent::Renewed {
                         generation,
@@ -618,25 +651,28 @@ async fn run<S: LeaseSource>(
                     Err(("renew", error))
                 }
             },
-            Action::Rotate => match source.fetch().await {
-                Ok(fetched) => {
-                    generation += 1;
-                    let previous = std::mem::replace(&mut lease_id, fetched.lease_id.clone());
-                    state = LeaseState::issued(Instant::now(), fetched.ttl, fetched.renewable);
-                    warned_expiring = false;
-                    tx.send_replace(publish(&fetched, generation, fetched.ttl));
-                    crate::metrics::rotation(&role);
-                    tracing::info!(role = %role, generation, lease_ttl = ?fetched.ttl, "database credentials rotated");
-                    let _ = events.send(LeaseEvent::Rotated {
-                        generation,
-                        previous_lease_id: previous,
-                        lease_id: lease_id.clone(),
-                        ttl: fetched.ttl,
-                    });
-                    Ok(())
+            Action::Rotate => {
+                last_fetch = Instant::now();
+                match source.fetch().await {
+                    Ok(fetched) => {
+                        generation += 1;
+                        let previous = std::mem::replace(&mut lease_id, fetched.lease_id.clone());
+                        state = LeaseState::issued(Instant::now(), fetched.ttl, fetched.renewable);
+                        warned_expiring = false;
+                        tx.send_replace(publish(&fetched, generation, fetched.ttl));
+                        crate::metrics::rotation(&role);
+                        tracing::info!(role = %role, generation, lease_ttl = ?fetched.ttl, "database credentials rotated");
+                        let _ = events.send(LeaseEvent::Rotated {
+                            generation,
+                            previous_lease_id: previous,
+                            lease_id: lease_id.clone(),
+                            ttl: fetched.ttl,
+                        });
+                        Ok(())
+                    }
+                    Err(error) => Err(("rotate", error)),
                 }
-                Err(error) => Err(("rotate", error)),
-            },
+            }
         };
         match outcome {
             Ok(()) => {
@@ -646,7 +682,18 @@ async fn run<S: LeaseSource>(
             Err((operation, error)) => {
                 let wait = options.retry.delay(failures);
                 failures = failures.saturating_add(1);
-                retry_at = Some(Instant::now() + wait);
+                let now = Instant::now();
+                retry_at = Some(instant_after(now, wait));
+                // Renewal keeps failing and its next try would come after
+                // the rotation point: rotate then, whatever renewal's state,
+                // rather than let the credentials expire.
+                if action == Action::Renew
+                    && !state.exhausted
+                    && instant_after(now, wait) >= state.rotate_at(&options)
+                {
+                    state.exhausted = true;
+                    retry_at = None;
+                }
                 tracing::warn!(role = %role, error = %error, retry_in = ?wait, "database lease {operation} failed");
                 let _ = events.send(LeaseEvent::Failed {
                     generation,
@@ -706,6 +753,10 @@ mod tests {
         renewals: AtomicU32,
         revoked: Mutex<Vec<String>>,
         fail_fetch: AtomicBool,
+        /// Renewals time out.
+        fail_renew: AtomicBool,
+        /// The TTL of new leases, if not `TTL`.
+        ttl: Mutex<Option<Duration>>,
         issued: Mutex<Vec<Instant>>,
     }
 
@@ -726,12 +777,18 @@ mod tests {
                 username: format!("v-app-{n}"),
                 password: SecretString::from(format!("pw-{n}")),
                 lease_id: format!("database/creds/app/{n}"),
-                ttl: Duration::from_secs(TTL),
+                ttl: self.ttl.lock().unwrap().unwrap_or(Duration::from_secs(TTL)),
                 renewable: true,
             })
         }
         async fn renew(&self, lease_id: &str, increment: Duration) -> Result<Duration> {
             self.renewals.fetch_add(1, Ordering::SeqCst);
+            if self.fail_renew.load(Ordering::SeqCst) {
+                return Err(Error::Timeout {
+                    path: "sys/leases/renew".into(),
+                    after: Duration::from_secs(10),
+                });
+            }
             let n: usize = lease_id.rsplit('/').next().unwrap().parse().unwrap();
             let issued = self.issued.lock().unwrap()[n - 1];
             let left = Duration::from_secs(MAX_TTL).saturating_sub(issued.elapsed());
@@ -828,6 +885,130 @@ mod tests {
         fake.fail_fetch.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert_eq!(manager.current().generation, 2);
+        drop(manager);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_ttl_lease_does_not_make_a_hot_loop() {
+        let fake = Arc::new(Fake::default());
+        *fake.ttl.lock().unwrap() = Some(Duration::ZERO);
+        let (events, _rx) = broadcast::channel(256);
+        let manager = start(Arc::clone(&fake), "app".into(), options(), events)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // At most one read per `retry.initial` (1 s), not thousands.
+        let fetches = fake.fetches.load(Ordering::SeqCst);
+        assert!((5..=12).contains(&fetches), "fetches: {fetches}");
+        assert!(manager.current().generation >= 5);
+        drop(manager);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_ttl_does_not_panic() {
+        let fake = Arc::new(Fake::default());
+        *fake.ttl.lock().unwrap() = Some(Duration::from_secs(1 << 63));
+        let (events, _rx) = broadcast::channel(256);
+        let manager = start(Arc::clone(&fake), "app".into(), options(), events)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let creds = manager.current();
+        assert_eq!(creds.generation, 1);
+        assert!(creds.expires_at > SystemTime::now());
+        let state = LeaseState::issued(Instant::now(), Duration::MAX, true);
+        let renewed = state.renewed(Instant::now(), Duration::MAX);
+        assert!(renewed.expires > Instant::now());
+        let _ = renewed.next(&options(), 0.5);
+        // The task is still alive: shutting down returns its lease id.
+        manager.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_fall_back_to_rotation_before_expiry() {
+        let fake = Arc::new(Fake::default());
+        let (events, mut rx) = broadcast::channel(256);
+        let manager = start(Arc::clone(&fake), "app".into(), options(), events)
+            .await
+            .unwrap();
+        fake.fail_renew.store(true, Ordering::SeqCst);
+        // Renewal fails from ~20 s; the 30 s lease is replaced before it
+        // expires (rotation point: 30 s - 10 s margin).
+        let first = manager.current();
+        let mut creds = manager.credentials();
+        let deadline = Instant::now() + Duration::from_secs(29);
+        while creds.borrow().generation == 1 {
+            assert!(
+                tokio::time::timeout_at(deadline, creds.changed())
+                    .await
+                    .is_ok(),
+                "not rotated before the lease expired"
+            );
+        }
+        assert!(creds.borrow().expires_at > first.expires_at);
+        assert!(fake.renewals.load(Ordering::SeqCst) >= 1);
+        let mut rotated = false;
+        while let Ok(event) = rx.try_recv() {
+            rotated |= matches!(event, LeaseEvent::Rotated { generation: 2, .. });
+        }
+        assert!(rotated);
+        drop(manager);
+    }
+
+    #[cfg(feature = "metrics")]
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_ttl_gauge_counts_down_between_steps() {
+        use metrics::{
+            Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
+            Unit,
+        };
+
+        #[derive(Default)]
+        struct Values(Mutex<Vec<f64>>);
+        impl GaugeFn for Values {
+            fn increment(&self, _: f64) {}
+            fn decrement(&self, _: f64) {}
+            fn set(&self, value: f64) {
+                self.0.lock().unwrap().push(value);
+            }
+        }
+        struct TtlRecorder(Arc<Values>);
+        impl Recorder for TtlRecorder {
+            fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+                Counter::noop()
+            }
+            fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+                if key.name() == "vault_lease_ttl_seconds" {
+                    Gauge::from_arc(Arc::clone(&self.0))
+                } else {
+                    Gauge::noop()
+                }
+            }
+            fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+                Histogram::noop()
+            }
+        }
+
+        let values = Arc::new(Values::default());
+        let recorder = TtlRecorder(Arc::clone(&values));
+        // A current-thread runtime: the manager's task sees this recorder.
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let fake = Arc::new(Fake::default());
+        let (events, _rx) = broadcast::channel(256);
+        let manager = start(Arc::clone(&fake), "app".into(), options(), events)
+            .await
+            .unwrap();
+        // 15 s, before the first renewal (at 18 to 20 s of a 30 s lease).
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(fake.renewals.load(Ordering::SeqCst), 0);
+        let seen = values.0.lock().unwrap().clone();
+        assert!(seen.len() >= 10, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[1] <= w[0]), "{seen:?}");
+        let last = *seen.last().unwrap();
+        assert!((15.0..=17.0).contains(&last), "{seen:?}");
         drop(manager);
     }
 

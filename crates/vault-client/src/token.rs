@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::config::ConfigError;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::json::instant_after;
 use crate::retry::Backoff;
 use crate::secret::SecretString;
 
@@ -65,7 +66,7 @@ impl RenewalPolicy {
     /// `unit` in `[0, 1)`: `obtained + ttl * fraction * (1 - jitter * unit)`.
     pub(crate) fn due(&self, obtained: Instant, ttl: Duration, unit: f64) -> Instant {
         let fraction = self.fraction * (1.0 - self.jitter * unit.clamp(0.0, 1.0));
-        obtained + ttl.mul_f64(fraction)
+        instant_after(obtained, ttl.mul_f64(fraction))
     }
 }
 
@@ -183,18 +184,38 @@ pub(crate) fn next_step(
 
 /// The lifetime after a renewal that asked for `increment` and got `grant`.
 /// If Vault granted less than asked, the max TTL is near and renewal is
-/// exhausted (an unconstrained renewal grants exactly the increment).
+/// exhausted (an unconstrained renewal grants exactly the increment). Only a
+/// fresh login's TTL 0 means "never expires": a renewal granting 0 means
+/// the token has nothing left, so renewal is exhausted (log in again).
 pub(crate) fn after_renewal(grant: &Grant, increment: Duration, now: Instant) -> Lifetime {
-    if grant.ttl.is_zero() {
-        return Lifetime::Never;
-    }
     Lifetime::Expires {
         since: now,
         ttl: grant.ttl,
-        at: now + grant.ttl,
+        at: instant_after(now, grant.ttl),
         renewable: grant.renewable,
         increment,
         exhausted: grant.ttl < increment,
+    }
+}
+
+/// After a failed renewal whose retry would be at `retry`: the lifetime
+/// marked exhausted (so the next step is a login) if `retry` is at or past
+/// 90 % of the TTL, `None` while renewing can still wait.
+pub(crate) fn give_up_renewal(lifetime: &Lifetime, retry: Instant) -> Option<Lifetime> {
+    match *lifetime {
+        Lifetime::Expires {
+            since,
+            ttl,
+            exhausted: false,
+            ..
+        } if retry >= instant_after(since, ttl.mul_f64(0.9)) => {
+            let mut lifetime = *lifetime;
+            if let Lifetime::Expires { exhausted, .. } = &mut lifetime {
+                *exhausted = true;
+            }
+            Some(lifetime)
+        }
+        _ => None,
     }
 }
 
@@ -206,11 +227,26 @@ pub(crate) fn fresh(grant: &Grant, now: Instant) -> Lifetime {
     Lifetime::Expires {
         since: now,
         ttl: grant.ttl,
-        at: now + grant.ttl,
+        at: instant_after(now, grant.ttl),
         renewable: grant.renewable,
         increment: grant.ttl,
         exhausted: false,
     }
+}
+
+/// The last failed login, shared with every caller that waited for it.
+#[derive(Debug)]
+struct LoginFailure {
+    /// The generation the login tried to replace.
+    generation: u64,
+    /// When it failed.
+    at: Instant,
+    /// No new login from the request path before this (the back-off).
+    not_before: Instant,
+    /// Failed logins in a row for this generation.
+    failures: u32,
+    /// Why it failed, as shared ([`Error::LoginFailed`]).
+    error: Error,
 }
 
 /// The token, shared by the request path and the manager.
@@ -219,12 +255,17 @@ pub(crate) struct TokenCell {
     state: RwLock<Arc<TokenState>>,
     /// Held while logging in: one login at a time.
     login: Mutex<()>,
+    /// The last failed login since the last successful one.
+    failure: std::sync::Mutex<Option<LoginFailure>>,
+    /// The back-off between failed logins (the manager's retry policy).
+    backoff: Backoff,
     /// Wakes the manager when the state changed outside it.
     pub(crate) changed: Notify,
 }
 
 impl TokenCell {
-    pub(crate) fn new(token: Option<SecretString>, lifetime: Lifetime) -> Self {
+    /// A cell whose failed logins back off by `backoff`.
+    pub(crate) fn new(token: Option<SecretString>, lifetime: Lifetime, backoff: Backoff) -> Self {
         TokenCell {
             state: RwLock::new(Arc::new(TokenState {
                 token,
@@ -232,7 +273,34 @@ impl TokenCell {
                 lifetime,
             })),
             login: Mutex::new(()),
+            failure: std::sync::Mutex::new(None),
+            backoff,
             changed: Notify::new(),
+        }
+    }
+
+    /// The shared error for a caller that asked at `asked` to replace
+    /// generation `seen`, if it must not log in itself: the last login for
+    /// that generation failed after it asked, or its back-off runs.
+    fn shared_failure(&self, seen: u64, asked: Instant) -> Option<Error> {
+        let failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        let failure = failure.as_ref().filter(|f| f.generation == seen)?;
+        let now = Instant::now();
+        (failure.at >= asked || now < failure.not_before).then(|| {
+            failure
+                .error
+                .login_failed(failure.not_before.saturating_duration_since(now))
+        })
+    }
+
+    /// Keeps the request path from logging in before `not_before` (the
+    /// manager's own back-off after its failed login).
+    pub(crate) fn defer_logins(&self, generation: u64, not_before: Instant) {
+        let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(failure) = failure.as_mut()
+            && failure.generation == generation
+        {
+            failure.not_before = failure.not_before.max(not_before);
         }
     }
 
@@ -268,8 +336,30 @@ impl TokenCell {
 
     /// Logs in unless someone already replaced the token of generation
     /// `seen` (one login at a time: concurrent callers wait for it and share
-    /// its result).
+    /// its result, a failure included: callers that were waiting for a login
+    /// that failed get [`Error::LoginFailed`] rather than sending their own,
+    /// and so does every caller until the back-off after the last failure
+    /// has elapsed).
     pub(crate) async fn relogin<A: Authority + ?Sized>(
+        &self,
+        authority: &A,
+        seen: u64,
+    ) -> Result<Arc<TokenState>> {
+        let asked = Instant::now();
+        let _one_at_a_time = self.login.lock().await;
+        let current = self.current();
+        if current.generation != seen {
+            return Ok(current);
+        }
+        if let Some(shared) = self.shared_failure(seen, asked) {
+            return Err(shared);
+        }
+        self.login_locked(authority, seen).await
+    }
+
+    /// Logs in unless the token of generation `seen` was replaced, ignoring
+    /// the back-off (the manager keeps its own schedule).
+    pub(crate) async fn relogin_now<A: Authority + ?Sized>(
         &self,
         authority: &A,
         seen: u64,
@@ -279,11 +369,45 @@ impl TokenCell {
         if current.generation != seen {
             return Ok(current);
         }
-        let grant = authority.login().await?;
-        let token = grant
-            .token
-            .clone()
-            .ok_or_else(|| Error::NoToken("the login answer held no token".into()))?;
+        self.login_locked(authority, seen).await
+    }
+
+    /// The login itself (the caller holds `self.login`); a failure is
+    /// remembered for the callers waiting behind it.
+    async fn login_locked<A: Authority + ?Sized>(
+        &self,
+        authority: &A,
+        seen: u64,
+    ) -> Result<Arc<TokenState>> {
+        let grant = match authority.login().await.and_then(|grant| {
+            grant
+                .token
+                .clone()
+                .map(|token| (grant, token))
+                .ok_or_else(|| Error::NoToken("the login answer held no token".into()))
+        }) {
+            Ok(grant) => grant,
+            Err(error) => {
+                let now = Instant::now();
+                let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+                let failures = match failure.as_ref() {
+                    Some(last) if last.generation == seen => last.failures,
+                    _ => 0,
+                };
+                *failure = Some(LoginFailure {
+                    generation: seen,
+                    at: now,
+                    not_before: instant_after(now, self.backoff.delay(failures)),
+                    failures: failures.saturating_add(1),
+                    error: error.login_failed(Duration::ZERO),
+                });
+                drop(failure);
+                // The caller that sent the login gets the error itself.
+                return Err(error);
+            }
+        };
+        let (grant, token) = grant;
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let state = self.install(token, fresh(&grant, Instant::now()));
         authority.emit(Event::LoggedIn {
             generation: state.generation,
@@ -350,7 +474,10 @@ pub(crate) async fn run<A: Authority>(
                 authority.emit(Event::TokenExpired);
                 Ok(())
             }
-            Step::Login => cell.relogin(&authority, state.generation).await.map(drop),
+            Step::Login => cell
+                .relogin_now(&authority, state.generation)
+                .await
+                .map(drop),
             Step::Renew | Step::Lookup => {
                 let Some(token) = &state.token else { continue };
                 let result = if step == Step::Renew {
@@ -387,9 +514,10 @@ pub(crate) async fn run<A: Authority>(
                     }
                     // Revoked, expired, or not renewable after all: a new
                     // login is the only way forward.
-                    Err(e) if e.is_forbidden() && authority.can_login() => {
-                        cell.relogin(&authority, state.generation).await.map(drop)
-                    }
+                    Err(e) if e.is_forbidden() && authority.can_login() => cell
+                        .relogin_now(&authority, state.generation)
+                        .await
+                        .map(drop),
                     Err(e) => {
                         if step == Step::Renew {
                             crate::metrics::renewal("token", false);
@@ -409,7 +537,20 @@ pub(crate) async fn run<A: Authority>(
             Err(error) => {
                 let wait = policy.retry.delay(failures);
                 failures = failures.saturating_add(1);
-                retry_at = Some(Instant::now() + wait);
+                let now = Instant::now();
+                retry_at = Some(instant_after(now, wait));
+                // Callers on the request path respect the same back-off.
+                cell.defer_logins(state.generation, instant_after(now, wait));
+                // Renewal keeps failing and the next try would come too close
+                // to expiry: log in again now instead, while the token still
+                // works (or at least before requests find it expired).
+                if step == Step::Renew
+                    && authority.can_login()
+                    && let Some(lifetime) = give_up_renewal(&state.lifetime, now + wait)
+                {
+                    cell.set_lifetime(state.generation, lifetime);
+                    retry_at = None;
+                }
                 tracing::warn!(error = %error, retry_in = ?wait, "Vault token {step:?} failed");
                 authority.emit(Event::AuthFailed {
                     operation: match step {
@@ -542,6 +683,10 @@ mod tests {
         logins: AtomicU32,
         renewals: AtomicU32,
         down: std::sync::atomic::AtomicBool,
+        /// Logins answer 400 (bad credentials).
+        refuse: std::sync::atomic::AtomicBool,
+        /// Renewals answer 503.
+        renew_down: std::sync::atomic::AtomicBool,
         ttl_secs: u64,
         max_ttl_secs: u64,
         issued: StdMutex<Option<Instant>>,
@@ -565,6 +710,15 @@ mod tests {
                     retry_after: None,
                 });
             }
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(Error::Api {
+                    method: "POST",
+                    path: "auth/approle/login".into(),
+                    status: 400,
+                    errors: vec!["invalid role or secret ID".into()],
+                    retry_after: None,
+                });
+            }
             *self.issued.lock().unwrap() = Some(Instant::now());
             Ok(Grant {
                 token: Some(SecretString::from(format!(
@@ -577,6 +731,15 @@ mod tests {
         }
         async fn renew(&self, _token: &SecretString, increment: Duration) -> Result<Grant> {
             self.renewals.fetch_add(1, Ordering::SeqCst);
+            if self.renew_down.load(Ordering::SeqCst) {
+                return Err(Error::Api {
+                    method: "POST",
+                    path: "auth/token/renew-self".into(),
+                    status: 503,
+                    errors: vec![],
+                    retry_after: None,
+                });
+            }
             let issued = self.issued.lock().unwrap().unwrap_or_else(Instant::now);
             let left = Duration::from_secs(self.max_ttl_secs).saturating_sub(issued.elapsed());
             Ok(Grant {
@@ -600,7 +763,7 @@ mod tests {
             max_ttl_secs: 90,
             ..Fake::default()
         });
-        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown));
+        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown, policy().retry));
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(run(
             Arc::clone(&cell),
@@ -635,7 +798,7 @@ mod tests {
             ..Fake::default()
         });
         fake.down.store(true, Ordering::SeqCst);
-        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown));
+        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown, policy().retry));
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(run(
             Arc::clone(&cell),
@@ -663,7 +826,7 @@ mod tests {
             max_ttl_secs: 90,
             ..Fake::default()
         });
-        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown));
+        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown, policy().retry));
         let seen = cell.current().generation;
         let mut tasks = Vec::new();
         for _ in 0..16 {
@@ -676,6 +839,141 @@ mod tests {
             assert_eq!(task.await.unwrap().unwrap(), 1);
         }
         assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_login_is_shared_and_backs_off() {
+        let fake = Arc::new(Fake {
+            ttl_secs: 30,
+            max_ttl_secs: 90,
+            ..Fake::default()
+        });
+        fake.refuse.store(true, Ordering::SeqCst);
+        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown, policy().retry));
+        let seen = cell.current().generation;
+        // 16 callers queue behind one login that fails: one login is sent,
+        // the first caller gets Vault's error, the others share it.
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (cell, fake) = (Arc::clone(&cell), Arc::clone(&fake));
+            tasks.push(tokio::spawn(async move {
+                cell.relogin(&fake, seen).await.map(|s| s.generation)
+            }));
+        }
+        let mut shared = 0;
+        for task in tasks {
+            let error = task.await.unwrap().unwrap_err();
+            assert_eq!(error.status(), Some(400), "{error}");
+            assert!(!error.is_retryable());
+            if matches!(error, Error::LoginFailed { .. }) {
+                shared += 1;
+            }
+        }
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
+        assert_eq!(shared, 15);
+        // A new caller within the back-off (1 s, up to 50 % jitter) does not
+        // send a login either...
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let error = cell.relogin(&fake, seen).await.map(drop).unwrap_err();
+        assert!(
+            matches!(error, Error::LoginFailed { retry_in, .. } if retry_in > Duration::ZERO),
+            "{error:?}"
+        );
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 1);
+        // ...after it, one is sent; a failure doubles the back-off.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(cell.relogin(&fake, seen).await.is_err());
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 2);
+        assert!(cell.relogin(&fake, seen).await.is_err());
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 2);
+        // Fixed credentials: the next login after the back-off succeeds and
+        // clears the failure.
+        fake.refuse.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(cell.relogin(&fake, seen).await.unwrap().generation, 1);
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_fall_back_to_a_login_before_expiry() {
+        let fake = Arc::new(Fake {
+            ttl_secs: 30,
+            max_ttl_secs: 3600,
+            ..Fake::default()
+        });
+        fake.renew_down.store(true, Ordering::SeqCst);
+        let cell = Arc::new(TokenCell::new(None, Lifetime::Unknown, policy().retry));
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(run(
+            Arc::clone(&cell),
+            Arc::clone(&fake),
+            policy(),
+            shutdown,
+        ));
+        // Renewals fail from ~20 s on; before the 30 s token expires, the
+        // manager logs in again instead of renewing a dying token.
+        let mut expired = false;
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            expired |= cell.current().expired(Instant::now());
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert!(!expired, "the token lapsed");
+        assert!(fake.renewals.load(Ordering::SeqCst) >= 2);
+        assert!(fake.logins.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[test]
+    fn a_renewal_granting_zero_is_exhausted_not_eternal() {
+        let now = Instant::now();
+        let grant = Grant {
+            token: None,
+            ttl: Duration::ZERO,
+            renewable: true,
+        };
+        let lifetime = after_renewal(&grant, Duration::from_secs(60), now);
+        assert!(matches!(
+            lifetime,
+            Lifetime::Expires {
+                exhausted: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            next_step(&state(lifetime), true, &policy(), now, 0.0),
+            Some((now, Step::Login))
+        );
+        // A fresh login's 0 still means "never expires".
+        assert_eq!(fresh(&grant, now), Lifetime::Never);
+    }
+
+    #[test]
+    fn a_huge_ttl_does_not_overflow() {
+        let now = Instant::now();
+        let grant = Grant {
+            token: None,
+            ttl: Duration::from_secs(1 << 63),
+            renewable: true,
+        };
+        let lifetime = fresh(&grant, now);
+        let renewed = after_renewal(&grant, Duration::from_secs(u64::MAX), now);
+        for lifetime in [lifetime, renewed] {
+            let Lifetime::Expires { at, .. } = lifetime else {
+                panic!("{lifetime:?}")
+            };
+            assert!(at > now);
+            assert!(next_step(&state(lifetime), true, &policy(), now, 0.5).is_some());
+        }
+        let huge = crate::json::Answer::new(
+            "auth/token/lookup-self",
+            &serde_json::json!({
+                "data": { "ttl": u64::MAX }
+            }),
+        )
+        .ttl("/data/ttl")
+        .unwrap();
+        assert_eq!(huge, crate::json::MAX_TTL);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::client::{Call, Client};
 use crate::error::{Error, Result};
 use crate::json::Answer;
 use crate::path::ApiPath;
+use crate::retry::Idempotence;
 use crate::secret::SecretBytes;
 
 /// A Transit engine at one mount. From [`Client::transit`].
@@ -163,9 +164,12 @@ impl Transit {
         ApiPath::join(&[&self.mount, action, key])
     }
 
+    /// A POST that may run twice (encryption, decryption, rewrap, data
+    /// keys and key creation change nothing on a second run).
     async fn post(&self, op: &'static str, path: &ApiPath, body: &Value) -> Result<Value> {
         let call = Call {
             body: Some(body),
+            idempotence: Idempotence::Safe,
             ..Call::new(op, Method::POST, path)
         };
         Ok(self.client.inner.send(call).await?.body.unwrap_or_default())
@@ -180,12 +184,19 @@ impl Transit {
             .map(drop)
     }
 
-    /// Adds a new version of `key`; new encryptions use it.
+    /// Adds a new version of `key`; new encryptions use it. Not retried once
+    /// it may have reached Vault (a second run would add another version).
     pub async fn rotate_key(&self, key: &str) -> Result<()> {
         let path = ApiPath::join(&[&self.mount, "keys", key, "rotate"])?;
-        self.post("transit.rotate_key", &path, &json!({}))
-            .await
-            .map(drop)
+        let body = json!({});
+        // Never retried once it may have reached Vault: a second run would
+        // add a second version.
+        let call = Call {
+            body: Some(&body),
+            idempotence: Idempotence::NotAfterSent,
+            ..Call::new("transit.rotate_key", Method::POST, &path)
+        };
+        self.client.inner.send(call).await.map(drop)
     }
 
     /// The key's settings.
@@ -350,6 +361,7 @@ impl Transit {
         let call = Call {
             body: Some(body),
             answer_statuses: &[400],
+            idempotence: Idempotence::Safe,
             ..Call::new(op, Method::POST, path)
         };
         let reply = self.client.inner.send(call).await?;

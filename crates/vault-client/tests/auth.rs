@@ -50,7 +50,7 @@ async fn approle(bao: &OpenBao, name: &str, ttl: &str, max_ttl: &str) -> String 
 }
 
 async fn setup(bao: &OpenBao) {
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(bao, "secret").await;
     bao.kv_put("secret", "app/config", json!({ "password": "s3cret" }))
         .await
         .unwrap();

@@ -14,7 +14,7 @@ fn calls_made(client: &Client) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_with_dot_dot_or_whitespace_are_refused_before_sending() {
     let bao = common::bao().await;
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(&bao, "secret").await;
     let client = common::root_client(&bao).await;
     let before = calls_made(&client);
     let kv = client.kv2("secret");
@@ -65,7 +65,7 @@ async fn paths_with_dot_dot_or_whitespace_are_refused_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_missing_and_huge_answers_are_typed_errors() {
     let bao = common::bao().await;
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(&bao, "secret").await;
     bao.mount("kv1", "kv", json!({ "version": "1" }))
         .await
         .unwrap();

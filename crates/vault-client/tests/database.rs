@@ -237,7 +237,7 @@ async fn pool_sees_no_error_across_two_rotations() {
         worker.await.unwrap();
     }
     assert!(rotated.is_ok(), "two rotations within 30 s");
-    let errors = errors.lock().unwrap();
+    let errors = errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
         "{} errors, first: {:?}",
@@ -246,10 +246,36 @@ async fn pool_sees_no_error_across_two_rotations() {
     );
     let queries = queries.load(Ordering::SeqCst);
     assert!(queries > 100, "{queries} queries");
-    let users = seen_users.lock().unwrap();
+    let users = seen_users.lock().unwrap().clone();
     assert!(
         users.len() >= 3,
         "connections used every generation: {users:?}"
     );
+    // Every connection the pool hands out now (all four slots at once, so
+    // idle ones are recycled) uses the current user: connections opened with
+    // an older generation were retired. Retried if a rotation lands during
+    // the check.
+    let mut checked = false;
+    for _ in 0..3 {
+        let before = manager.current();
+        let mut held = Vec::new();
+        let mut users = BTreeSet::new();
+        for _ in 0..4 {
+            let client = pool.get().await.unwrap();
+            let row = client
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .unwrap();
+            users.insert(row.get::<_, String>(0));
+            held.push(client);
+        }
+        if manager.current().generation != before.generation {
+            continue;
+        }
+        assert_eq!(users, BTreeSet::from([before.username.clone()]));
+        checked = true;
+        break;
+    }
+    assert!(checked, "credentials kept rotating during the check");
     drop(manager);
 }

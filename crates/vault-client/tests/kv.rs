@@ -8,7 +8,7 @@ use vault_client::{Error, MetadataSettings, Source};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv2_round_trip_with_cas_conflict() {
     let bao = common::bao().await;
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(&bao, "secret").await;
     let client = common::root_client(&bao).await;
     let kv = client.kv2("secret");
 

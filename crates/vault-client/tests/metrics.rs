@@ -98,7 +98,7 @@ async fn requests_fallbacks_and_breaker_state_are_recorded() {
     vault_client::describe_metrics();
 
     let bao = common::bao().await;
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(&bao, "secret").await;
     bao.kv_put("secret", "app", json!({ "k": "v" }))
         .await
         .unwrap();

@@ -37,7 +37,7 @@ async fn nothing_secret_is_ever_formatted_or_logged() {
         .expect("the only subscriber of this test binary");
 
     let bao = common::bao().await;
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(&bao, "secret").await;
     bao.enable_transit("transit").await.unwrap();
     bao.create_transit_key("transit", "k").await.unwrap();
     bao.write_policy(
@@ -114,6 +114,24 @@ async fn nothing_secret_is_ever_formatted_or_logged() {
     assert!(events_seen.contains("LoggedIn"), "{events_seen}");
 
     let token = bao.root_token().to_owned();
+    // The client's own current token (the one it sends), as Vault reports
+    // it to its owner: lookup-self answers with the token as `id`.
+    let own = client
+        .read("auth/token/lookup-self")
+        .await
+        .unwrap()
+        .unwrap();
+    let own_token = own
+        .pointer("/data/id")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    assert!(!own_token.is_empty());
+    // The plaintext travels base64-encoded: that form must not leak either.
+    let plaintext_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(plaintext)
+    };
     let app_token = {
         // The AppRole token itself, through an independent login.
         let login = bao
@@ -141,7 +159,9 @@ async fn nothing_secret_is_ever_formatted_or_logged() {
     assert!(logged.contains("secret/data/app/db"), "with their path");
     for secret in [
         token.as_str(),
+        own_token.as_str(),
         app_token.as_str(),
+        plaintext_b64.as_str(),
         approle.secret_id.as_str(),
         wrapped.token.expose_secret(),
         secret_value,
@@ -152,5 +172,10 @@ async fn nothing_secret_is_ever_formatted_or_logged() {
             "a secret in formatted output:\n{formatted}"
         );
         assert!(!logged.contains(secret), "a secret in the logs");
+    }
+    // And the formatted client, after all this, still hides its token.
+    let client_now = format!("{client:?} {client:#?}");
+    for secret in [own_token.as_str(), plaintext_b64.as_str()] {
+        assert!(!client_now.contains(secret), "{client_now}");
     }
 }

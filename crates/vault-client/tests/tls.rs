@@ -85,7 +85,7 @@ async fn tls_with_a_test_ca() {
         .start()
         .await
         .unwrap();
-    bao.enable_kv2("secret").await.unwrap();
+    common::enable_kv2(&bao, "secret").await;
     bao.kv_put("secret", "app", serde_json::json!({ "k": "over TLS" }))
         .await
         .unwrap();

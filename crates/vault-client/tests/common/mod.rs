@@ -43,3 +43,27 @@ pub fn quick_breaker(open_wait: Duration) -> Policy {
         .build()
         .expect("valid policy")
 }
+
+/// Mounts KV v2 at `mount` and waits until its upgrade to versioned storage
+/// is over (until then OpenBao answers 400 "Upgrading from non-versioned to
+/// versioned data" for a moment, which made set-up writes fail on a loaded
+/// machine).
+pub async fn enable_kv2(bao: &OpenBao, mount: &str) {
+    bao.enable_kv2(mount).await.expect("KV v2 mounted");
+    for _ in 0..200 {
+        match bao
+            .call(
+                reqwest::Method::GET,
+                &format!("{mount}/data/set-up-probe"),
+                None,
+            )
+            .await
+        {
+            Err(e) if format!("{e:?}").contains("Upgrading") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => return,
+        }
+    }
+    panic!("KV v2 at {mount} still upgrading after 10 s");
+}
