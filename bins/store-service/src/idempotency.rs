@@ -1,14 +1,25 @@
-//! `Idempotency-Key` on POST and PUT (IETF httpapi draft semantics).
+//! `Idempotency-Key` on POST and PUT (IETF httpapi draft semantics),
+//! exactly once.
 //!
-//! The first request with a key claims it (a row with no status yet: in
-//! progress), runs, and stores its response (status, `Content-Type`,
-//! `Location`, `ETag`, `Read-After`, body). A retry with the same key, method,
-//! path and body (and `If-Match`) gets that response again with
-//! `Idempotent-Replayed: true`; another body is 422
+//! A key's record is claimed first, in a short transaction of its own: a
+//! row with the request's fingerprint and no response yet. The change then
+//! runs in ONE transaction that starts by locking that row (`FOR UPDATE
+//! NOWAIT`) and ends by writing the response into it, together with the
+//! store row and its audit event ([`lock`], [`record`]). So after any
+//! failure (a crash, a failover, a failed commit) either the change and its
+//! response are both committed (a retry replays the response) or neither
+//! is (the row is claimed but unlocked, and a retry runs the request). A
+//! claimed row that is locked is a request still running.
+//!
+//! A retry with the same key, method, path and body (and `If-Match`) gets
+//! the first response again with `Idempotent-Replayed: true` (its
+//! `Read-After` token sends reads to the primary); another body is 422
 //! `IDEMPOTENCY_KEY_REUSED`; a retry while the first still runs is 409
-//! `IDEMPOTENCY_KEY_IN_USE`. A 5xx is not stored (the key is released, so
-//! the client may retry). Records are kept [`RETENTION`] (24 h): older ones
-//! are ignored, replaced and purged.
+//! `IDEMPOTENCY_KEY_IN_USE`. A 4xx that changed nothing is recorded after
+//! the fact (best effort: if that fails the key stays retryable); a 5xx is
+//! never recorded and never releases the key (the change may have
+//! committed, with its response). Records are kept [`RETENTION`] (24 h):
+//! older ones are ignored, replaced and purged.
 
 use std::time::Duration;
 
@@ -19,16 +30,18 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use db_failover::OpOptions;
+use db_failover::{CommitToken, OpOptions};
 use serde_json::{Map, Value};
 use store_domain::ErrorCode;
+use tokio_postgres::{GenericClient, error::SqlState};
 
 use crate::{
     problem::{self, ApiError},
-    read_after::READ_AFTER,
+    read_after::{self, READ_AFTER},
     request_id::RequestId,
     routes::stores::MAX_BODY_BYTES,
     startup::AppState,
+    storage::SqlResult,
 };
 
 /// The request header.
@@ -43,22 +56,192 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// The response headers stored and replayed.
-const KEPT_HEADERS: [&str; 4] = ["content-type", "location", "etag", READ_AFTER];
+/// The response headers stored and replayed (`Read-After` is not: a replay
+/// gets a token of its own).
+const KEPT_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
 
 /// Whether a key is usable: 1 to 255 visible ASCII characters.
 pub fn is_valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// A claimed key, handed to the handler (a request extension) so that its
+/// change transaction locks the record and writes the response into it.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// Method and path, e.g. `PUT /api/stores/<id>`.
+    pub scope: String,
+    /// The `Idempotency-Key` value.
+    pub key: String,
+    /// The fingerprint input (`If-Match` and body; hashed by PostgreSQL).
+    pub input: Vec<u8>,
+}
+
+/// A response as recorded: status, the [`KEPT_HEADERS`] and the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The status code.
+    pub status: StatusCode,
+    /// The recorded headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl StoredResponse {
+    /// A JSON response with `status` and `headers`.
+    pub fn json(
+        status: StatusCode,
+        body: &impl serde::Serialize,
+        headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+    ) -> Self {
+        let mut all = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        all.extend(headers);
+        Self {
+            status,
+            headers: all,
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// The live response, with the commit's `Read-After` token; marked as
+    /// recorded so that the middleware does not record it again.
+    pub fn into_response(self, token: &CommitToken) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&read_after::encode(token)) {
+            headers.insert(READ_AFTER, value);
+        }
+        response.extensions_mut().insert(Recorded);
+        response
+    }
+
+    /// The recorded headers as a JSON object.
+    fn headers_json(&self) -> Value {
+        let mut map = Map::new();
+        for (name, value) in &self.headers {
+            if let Ok(value) = value.to_str() {
+                map.insert(name.as_str().to_owned(), Value::String(value.to_owned()));
+            }
+        }
+        Value::Object(map)
+    }
+}
+
+/// Response extension: the key's record needs no further write (the
+/// response was recorded with the change, is a replay, or is a refusal).
+#[derive(Clone, Copy, Debug)]
+pub struct Recorded;
+
+/// What [`lock`] found, inside a change's transaction.
+#[derive(Debug)]
+pub enum Lock {
+    /// The record is locked by this transaction and has no response: run
+    /// the change, then [`record`] its response before committing.
+    Held,
+    /// Another transaction holds it (or it vanished): 409, retryable.
+    InUse,
+    /// Claimed with another request body: 422.
+    Reused,
+    /// Already answered (by a request that finished meanwhile): replay.
+    Completed(StoredResponse),
+}
+
+impl Lock {
+    /// The response for anything but [`Lock::Held`], marked as
+    /// [`Recorded`]; `token` is the read-after token of a replay.
+    pub fn into_response(self, token: &CommitToken) -> Option<Response> {
+        let mut response = match self {
+            Self::Held => return None,
+            Self::InUse => ApiError::Code(ErrorCode::IdempotencyKeyInUse).into_response(),
+            Self::Reused => ApiError::Code(ErrorCode::IdempotencyKeyReused).into_response(),
+            Self::Completed(stored) => {
+                let mut response = stored.into_response(token);
+                response
+                    .headers_mut()
+                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                response
+            }
+        };
+        response.extensions_mut().insert(Recorded);
+        Some(response)
+    }
+}
+
+/// Locks the record of `claim` (`FOR UPDATE NOWAIT`), first thing in the
+/// change's transaction. The lock is held until the transaction ends: a
+/// concurrent request with the same key sees [`Lock::InUse`], and a crash
+/// releases it with the change rolled back.
+pub async fn lock(tx: &impl GenericClient, claim: &Claimed) -> SqlResult<Lock> {
+    let row = tx
+        .query_opt(
+            "SELECT fingerprint = sha256($3), status, headers, body FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2 FOR UPDATE NOWAIT",
+            &[&claim.scope, &claim.key, &claim.input],
+        )
+        .await;
+    let row = match row {
+        Ok(row) => row,
+        Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            return Ok(Lock::InUse);
+        }
+        Err(error) => return Err(error),
+    };
+    let Some(row) = row else {
+        // Purged between the claim and now: rare; ask for a retry.
+        return Ok(Lock::InUse);
+    };
+    let same: bool = row.try_get(0)?;
+    let status: Option<i16> = row.try_get(1)?;
+    Ok(match (same, status) {
+        (false, _) => Lock::Reused,
+        (true, None) => Lock::Held,
+        (true, Some(status)) => Lock::Completed(stored(
+            status,
+            row.try_get(2)?,
+            row.try_get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+        )),
+    })
+}
+
+/// Writes `response` into the record of `claim`, last thing before the
+/// change's commit (after [`lock`] returned [`Lock::Held`]).
+pub async fn record(
+    tx: &impl GenericClient,
+    claim: &Claimed,
+    response: &StoredResponse,
+) -> SqlResult<()> {
+    let code = i16::try_from(response.status.as_u16()).unwrap_or(500);
+    tx.execute(
+        "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
+         WHERE scope = $1 AND key = $2",
+        &[
+            &claim.scope,
+            &claim.key,
+            &code,
+            &response.headers_json(),
+            &response.body,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
 /// What the claim found.
 enum Claim {
-    /// The key is ours: run the request.
+    /// The key is ours (claimed now, or claimed earlier by a request that
+    /// did not finish): run the request.
     Claimed,
     /// A stored response to replay.
-    Replay(Response),
+    Replay(StoredResponse),
     /// Refused (409 in progress, 422 other body).
-    Refused(ApiError),
+    Refused(ErrorCode),
 }
 
 /// The middleware, on the API routes.
@@ -84,23 +267,42 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let path = request.uri().path().to_owned();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return ApiError::Code(ErrorCode::PayloadTooLarge).into_response();
     };
-    let fingerprint = fingerprint(&parts.headers, &bytes);
-    match claim(&state, &scope, &key, fingerprint).await {
+    let claimed = Claimed {
+        scope,
+        key,
+        input: fingerprint(&parts.headers, &bytes),
+    };
+    match claim(&state, &claimed).await {
         Ok(Claim::Claimed) => {}
-        Ok(Claim::Replay(response)) => return response,
-        Ok(Claim::Refused(error)) => return error.into_response(),
+        Ok(Claim::Replay(stored)) => {
+            let token = CommitToken::primary_only(state.cluster.generation());
+            return Lock::Completed(stored)
+                .into_response(&token)
+                .unwrap_or_else(|| ApiError::Internal("no replay".into()).into_response());
+        }
+        Ok(Claim::Refused(code)) => return ApiError::Code(code).into_response(),
         Err(error) => return error.into_response(),
     }
+    parts.extensions.insert(claimed.clone());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    // The stored body must carry this request's id, as the live one does.
+    // Settled by the handler (recorded with its change, a replay, a
+    // refusal) or a 5xx (which may hide a committed change whose response
+    // is recorded): the record is left as it is, the key never released.
+    let settled =
+        response.extensions().get::<Recorded>().is_some() || response.status().is_server_error();
+    // The stored body must carry this request's id, as the live one does
+    // (completing a problem drops the extensions: `settled` is read first).
     let response = problem::complete(response, &request_id, &path);
-    finish(&state, &scope, &key, response).await
+    if settled {
+        return response;
+    }
+    finish(&state, claimed, response).await
 }
 
 /// The request's fingerprint input: `If-Match` and the body (hashed with
@@ -115,154 +317,122 @@ fn fingerprint(headers: &HeaderMap, body: &Bytes) -> Vec<u8> {
     input
 }
 
-/// Claims `key` in `scope`, or says why not.
-async fn claim(
-    state: &AppState,
-    scope: &str,
-    key: &str,
-    input: Vec<u8>,
-) -> Result<Claim, ApiError> {
-    let (scope, key) = (scope.to_owned(), key.to_owned());
+/// Claims the key (a committed row without a response), or says why not.
+async fn claim(state: &AppState, claimed: &Claimed) -> Result<Claim, ApiError> {
+    let claimed = claimed.clone();
     let retention = format!("{} seconds", RETENTION.as_secs());
     let written = state
         .cluster
-        .write_op(move |conn| {
-            let (scope, key, input, retention) =
-                (scope.clone(), key.clone(), input.clone(), retention.clone());
+        .write_op_with(OpOptions::new().idempotent(true), move |conn| {
+            let (claimed, retention) = (claimed.clone(), retention.clone());
             Box::pin(async move {
-                // An expired record is forgotten first (and a few others with it).
+                let Claimed { scope, key, input } = &claimed;
+                // An expired record is forgotten first.
                 conn.execute(
                     "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 \
                      AND created_at < now() - $3::text::interval",
-                    &[&scope, &key, &retention],
+                    &[scope, key, &retention],
                 )
                 .await?;
                 let inserted = conn
                     .execute(
                         "INSERT INTO idempotency_keys (scope, key, fingerprint) \
                          VALUES ($1, $2, sha256($3)) ON CONFLICT DO NOTHING",
-                        &[&scope, &key, &input],
+                        &[scope, key, input],
                     )
                     .await?;
                 if inserted == 1 {
-                    return Ok(None);
+                    return Ok(Claim::Claimed);
                 }
-                let row = conn
-                    .query_opt(
-                        "SELECT fingerprint = sha256($3), status, headers, body \
-                         FROM idempotency_keys WHERE scope = $1 AND key = $2",
-                        &[&scope, &key, &input],
-                    )
-                    .await?;
-                row.map(|row| -> Result<_, tokio_postgres::Error> {
-                    Ok((
-                        row.try_get::<_, bool>(0)?,
-                        row.try_get::<_, Option<i16>>(1)?,
-                        row.try_get::<_, Option<Value>>(2)?,
-                        row.try_get::<_, Option<Vec<u8>>>(3)?,
-                    ))
+                // Known: locked means running; a row lock taken and
+                // released at once (autocommit) tells.
+                Ok(match lock(&***conn, &claimed).await? {
+                    Lock::Held => Claim::Claimed,
+                    Lock::InUse => Claim::Refused(ErrorCode::IdempotencyKeyInUse),
+                    Lock::Reused => Claim::Refused(ErrorCode::IdempotencyKeyReused),
+                    Lock::Completed(stored) => Claim::Replay(stored),
                 })
-                .transpose()
-                .map(Some)
             })
         })
         .await?;
-    Ok(match written.value {
-        None => Claim::Claimed,
-        // Deleted between the insert and the read: rare; ask for a retry.
-        Some(None) => Claim::Refused(ApiError::Code(ErrorCode::IdempotencyKeyInUse)),
-        Some(Some((false, _, _, _))) => {
-            Claim::Refused(ApiError::Code(ErrorCode::IdempotencyKeyReused))
-        }
-        Some(Some((true, None, _, _))) => {
-            Claim::Refused(ApiError::Code(ErrorCode::IdempotencyKeyInUse))
-        }
-        Some(Some((true, Some(status), headers, body))) => {
-            Claim::Replay(replay(status, headers, body.unwrap_or_default()))
-        }
-    })
+    Ok(written.value)
 }
 
-/// A stored response, replayed.
-fn replay(status: i16, headers: Option<Value>, body: Vec<u8>) -> Response {
+/// A recorded response.
+fn stored(status: i16, headers: Option<Value>, body: Vec<u8>) -> StoredResponse {
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, body).into_response();
+    let mut kept = Vec::new();
     if let Some(Value::Object(headers)) = headers {
         for (name, value) in headers {
             if let (Ok(name), Some(Ok(value))) = (
                 HeaderName::try_from(name.as_str()),
                 value.as_str().map(HeaderValue::from_str),
             ) {
-                response.headers_mut().insert(name, value);
+                kept.push((name, value));
             }
         }
     }
-    response
-        .headers_mut()
-        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    response
+    StoredResponse {
+        status,
+        headers: kept,
+        body,
+    }
 }
 
-/// Stores `response` under the key (or releases the key after a 5xx), and
-/// returns it. Both writes are idempotent, so they are retried across a
-/// failover; if they still fail, the response goes out anyway (the change
-/// it reports is committed) and the key stays in progress until it expires.
-async fn finish(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
-    let (scope, key) = (scope.to_owned(), key.to_owned());
+/// Records a response the handler did not (a 4xx, which changed
+/// nothing), unless another request holds or answered the key meanwhile.
+/// If recording fails the key stays claimed and unlocked: a retry runs the
+/// request again.
+async fn finish(state: &AppState, claimed: Claimed, response: Response) -> Response {
     let status = response.status();
-    if status.is_server_error() {
-        let released = state
-            .cluster
-            .write_op_with(OpOptions::new().idempotent(true), move |conn| {
-                let (scope, key) = (scope.clone(), key.clone());
-                Box::pin(async move {
-                    conn.execute(
-                        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2",
-                        &[&scope, &key],
-                    )
-                    .await
-                })
-            })
-            .await;
-        if let Err(error) = released {
-            tracing::warn!(%error, "releasing an idempotency key failed");
-        }
-        return response;
-    }
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
         Err(error) => return ApiError::Internal(error.to_string()).into_response(),
     };
-    let mut headers = Map::new();
-    for name in KEPT_HEADERS {
-        if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-            headers.insert(name.to_owned(), Value::String(value.to_owned()));
-        }
-    }
-    let headers = Value::Object(headers);
-    let stored = bytes.to_vec();
-    let code = i16::try_from(status.as_u16()).unwrap_or(500);
-    let stored_response = state
-        .cluster
-        .write_op_with(OpOptions::new().idempotent(true), move |conn| {
-            let (scope, key, headers, stored) =
-                (scope.clone(), key.clone(), headers.clone(), stored.clone());
-            Box::pin(async move {
-                conn.execute(
-                    "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
-                     WHERE scope = $1 AND key = $2",
-                    &[&scope, &key, &code, &headers, &stored],
-                )
-                .await
-            })
+    let headers = KEPT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = parts.headers.get(*name)?.clone();
+            Some((HeaderName::from_static(name), value))
         })
-        .await;
-    if let Err(error) = stored_response {
-        tracing::warn!(%error, "storing an idempotent response failed");
+        .collect();
+    let recorded = StoredResponse {
+        status,
+        headers,
+        body: bytes.to_vec(),
+    };
+    let stored = {
+        let recorded = recorded.clone();
+        state
+            .cluster
+            .write_op_with(OpOptions::new().idempotent(true), move |conn| {
+                let (claimed, recorded) = (claimed.clone(), recorded.clone());
+                Box::pin(async move {
+                    let code = i16::try_from(recorded.status.as_u16()).unwrap_or(500);
+                    conn.execute(
+                        "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
+                         WHERE (scope, key) IN (SELECT scope, key FROM idempotency_keys \
+                         WHERE scope = $1 AND key = $2 AND status IS NULL \
+                         FOR UPDATE SKIP LOCKED)",
+                        &[
+                            &claimed.scope,
+                            &claimed.key,
+                            &code,
+                            &recorded.headers_json(),
+                            &recorded.body,
+                        ],
+                    )
+                    .await
+                })
+            })
+            .await
+    };
+    if let Err(error) = stored {
+        tracing::warn!(%error, "recording an idempotent 4xx failed; the key stays retryable");
     }
     Response::from_parts(parts, Body::from(bytes))
 }

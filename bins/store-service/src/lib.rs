@@ -23,6 +23,11 @@
 //! `detail`, `instance`, `error`, `message`, `requestId`). `Idempotency-Key`
 //! on POST and PUT replays the first response (`Idempotent-Replayed: true`),
 //! 422 with another body, 409 while the first runs; records are kept 24 h.
+//! The response is recorded in the change's own transaction (with the store
+//! row and its audit event), so after a crash, a failover or a failed
+//! commit a retry with the same key either replays it or runs the request
+//! afresh: never both, never a key stuck in progress (see [`idempotency`]).
+//! A request that outlives `REQUEST_TIMEOUT_SECS` is a 504 `TIMEOUT`.
 //!
 //! ## Configuration
 //!

@@ -642,9 +642,11 @@ async fn idempotency(stack: &Stack) {
         .unwrap();
     problem(bad, 400, "INVALID_IDEMPOTENCY_KEY").await;
 
-    // A key whose first request is still running: 409 (the in-progress row, as the first request leaves it).
+    // A key whose first request is still running: 409. Running means its
+    // record is claimed and row-locked by the change's transaction; here an
+    // admin transaction holds that lock, as a request in flight does.
     let scope = "POST /api/stores";
-    let admin = stack
+    let mut admin = stack
         .pg
         .admin_db(stack.pg.primary(), "stores")
         .await
@@ -653,16 +655,34 @@ async fn idempotency(stack: &Stack) {
         .execute("INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, 'key-running', sha256($2))", &[&scope, &b"\n{\"name\":\"Running Shop\"}".to_vec()])
         .await
         .unwrap();
-    let running = stack
-        .http
-        .post(stack.url("/api/stores"))
-        .header("idempotency-key", "key-running")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("{\"name\":\"Running Shop\"}")
-        .send()
+    let running = || {
+        stack
+            .http
+            .post(stack.url("/api/stores"))
+            .header("idempotency-key", "key-running")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body("{\"name\":\"Running Shop\"}")
+            .send()
+    };
+    let in_flight = admin.transaction().await.unwrap();
+    in_flight
+        .execute(
+            "SELECT 1 FROM idempotency_keys WHERE key = 'key-running' FOR UPDATE",
+            &[],
+        )
         .await
         .unwrap();
-    problem(running, 409, "IDEMPOTENCY_KEY_IN_USE").await;
+    problem(running().await.unwrap(), 409, "IDEMPOTENCY_KEY_IN_USE").await;
+    // The first request dies without an answer (its transaction rolls
+    // back): the key is not stuck, a retry runs the request.
+    in_flight.rollback().await.unwrap();
+    let retried = running().await.unwrap();
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    assert!(!retried.headers().contains_key("idempotent-replayed"));
+    let replayed = running().await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::CREATED);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    assert!(replayed.headers().contains_key("read-after"));
 
     // A stale PUT replayed: the same 409, no second event.
     let location = location.to_str().unwrap().to_owned();

@@ -35,9 +35,20 @@ async fn falls_back_to_database_url() {
     assert!(state.leases.is_none());
     let http = common::http();
 
-    let ready = http.get(format!("{base}/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
-    let ready: Value = ready.json().await.unwrap();
+    // Ready (degraded) once the first probe has found the primary: right
+    // after start, /ready may still say 503 "no reachable primary".
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        let response = http.get(format!("{base}/ready")).send().await.unwrap();
+        let status = response.status();
+        ready = response.json().await.unwrap();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+        assert_eq!(ready["checks"]["database"]["status"], "down", "{ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert_eq!(ready["checks"]["secrets"]["source"], "DATABASE_URL");
 

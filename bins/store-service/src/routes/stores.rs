@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use db_failover::{CommitToken, Written};
+use db_failover::{CommitToken, OpOptions};
 use serde_json::Value;
 use store_domain::{
     ApplyError, ErrorCode, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery,
@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    idempotency::{self, Claimed, Lock, StoredResponse},
     problem::ApiError,
     read_after::{self, READ_AFTER},
     request_id::RequestId,
@@ -80,6 +81,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    claim: Option<Extension<Claimed>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -89,33 +91,102 @@ pub async fn create(
     let sealed = Arc::new(state.secrets.seal(&secrets).await?);
     let event = Arc::new(StoreEvent::created(&store, request_id));
     let row = Arc::new(store);
-    let written = {
-        let row = Arc::clone(&row);
-        state
-            .cluster
-            .write_op(move |conn| {
-                let (row, sealed, event) =
-                    (Arc::clone(&row), Arc::clone(&sealed), Arc::clone(&event));
-                Box::pin(async move {
-                    let tx = conn.transaction().await?;
-                    storage::insert(&*tx, &row, &sealed, &event).await?;
-                    tx.commit().await
-                })
+    let claim = claim.map(|Extension(claim)| Arc::new(claim));
+    let written = state
+        .cluster
+        .write_op_with(options(claim.as_deref()), move |conn| {
+            let (row, sealed, event, claim) = (
+                Arc::clone(&row),
+                Arc::clone(&sealed),
+                Arc::clone(&event),
+                claim.clone(),
+            );
+            Box::pin(async move {
+                let tx = conn.transaction().await?;
+                if let Some(claim) = claim.as_deref() {
+                    let lock = idempotency::lock(&*tx, claim).await?;
+                    if !matches!(lock, Lock::Held) {
+                        return Ok(Change::Settled(lock));
+                    }
+                }
+                storage::insert(&*tx, &row, &sealed, &event).await?;
+                let reply = created(&row);
+                if let Some(claim) = claim.as_deref() {
+                    idempotency::record(&*tx, claim, &reply).await?;
+                }
+                tx.commit().await?;
+                Ok(Change::Done(reply))
             })
-            .await?
-    };
-    let store = Arc::unwrap_or_clone(row);
-    let location = format!("/api/stores/{}", store.id);
-    let mut response = (
-        StatusCode::CREATED,
-        Json(StoreResponse::created(store.clone())),
-    )
-        .into_response();
-    write_headers(&mut response, &store, Some(&written.token));
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
+        })
+        .await?;
+    settle(&state, written.value, &written.token, |()| {
+        ApiError::Internal("a create refused".into())
+    })
+}
+
+/// The response to a create.
+fn created(store: &Store) -> StoredResponse {
+    let mut headers = Vec::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("/api/stores/{}", store.id)) {
+        headers.push((header::LOCATION, value));
     }
-    Ok(response)
+    if let Ok(value) = HeaderValue::from_str(&store.etag()) {
+        headers.push((header::ETAG, value));
+    }
+    StoredResponse::json(
+        StatusCode::CREATED,
+        &StoreResponse::created(store.clone()),
+        headers,
+    )
+}
+
+/// The response to an update.
+fn updated(store: &Store) -> StoredResponse {
+    let headers = HeaderValue::from_str(&store.etag())
+        .ok()
+        .map(|value| (header::ETAG, value));
+    StoredResponse::json(
+        StatusCode::OK,
+        &StoreResponse::updated(store.clone()),
+        headers,
+    )
+}
+
+/// What a write's transaction came to.
+enum Change<T> {
+    /// Committed, its response recorded with it when it had a key.
+    Done(StoredResponse),
+    /// The key's record decided (in use, reused, already answered):
+    /// nothing written.
+    Settled(Lock),
+    /// Refused by the domain: rolled back.
+    Refused(T),
+}
+
+/// The options of a write: with a claimed key, the transaction starts by
+/// locking the key's record and ends by recording the response, so running
+/// it again after an unknown outcome is safe (it replays).
+fn options(claim: Option<&Claimed>) -> OpOptions {
+    OpOptions::new().idempotent(claim.is_some())
+}
+
+/// The response of a write's transaction.
+fn settle<T>(
+    state: &AppState,
+    change: Change<T>,
+    token: &CommitToken,
+    refused: impl FnOnce(T) -> ApiError,
+) -> Result<Response, ApiError> {
+    match change {
+        Change::Done(reply) => Ok(reply.into_response(token)),
+        Change::Settled(lock) => {
+            // A replay reads from the primary: its commit position is unknown.
+            let primary = CommitToken::primary_only(state.cluster.generation());
+            lock.into_response(&primary)
+                .ok_or_else(|| ApiError::Internal("an idempotency lock held".into()))
+        }
+        Change::Refused(refusal) => Err(refused(refusal)),
+    }
 }
 
 /// `GET /api/stores/{id}`: from a replica (after the `Read-After` token, if
@@ -141,7 +212,7 @@ pub async fn get_one(
         .await?
         .ok_or(ApiError::Code(ErrorCode::NotFound))?;
     let mut response = Json(StoreResponse::found(store.clone())).into_response();
-    write_headers(&mut response, &store, None);
+    write_etag(&mut response, &store);
     Ok(response)
 }
 
@@ -164,6 +235,7 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    claim: Option<Extension<Claimed>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -198,32 +270,51 @@ pub async fn update(
     };
     let valid = Arc::new(valid);
     let request_id: Arc<str> = request_id.into();
+    let claim = claim.map(|Extension(claim)| Arc::new(claim));
     let at = now();
-    let Written { value, token, .. } = state
+    let written = state
         .cluster
-        .write_op(move |conn| {
-            let (valid, sealed, request_id) =
-                (Arc::clone(&valid), sealed.clone(), Arc::clone(&request_id));
+        .write_op_with(options(claim.as_deref()), move |conn| {
+            let (valid, sealed, request_id, claim) = (
+                Arc::clone(&valid),
+                sealed.clone(),
+                Arc::clone(&request_id),
+                claim.clone(),
+            );
             Box::pin(async move {
                 let tx = conn.transaction().await?;
+                if let Some(claim) = claim.as_deref() {
+                    let lock = idempotency::lock(&*tx, claim).await?;
+                    if !matches!(lock, Lock::Held) {
+                        return Ok(Change::Settled(lock));
+                    }
+                }
                 let outcome =
                     storage::update(&*tx, id, &valid, sealed.as_deref(), at, &request_id).await?;
-                if matches!(outcome, UpdateOutcome::Updated(_)) {
-                    tx.commit().await?;
+                let UpdateOutcome::Updated(store) = outcome else {
+                    // Nothing written: rolled back as the transaction drops.
+                    return Ok(Change::Refused(outcome));
+                };
+                let reply = updated(&store);
+                if let Some(claim) = claim.as_deref() {
+                    idempotency::record(&*tx, claim, &reply).await?;
                 }
-                Ok(outcome)
+                tx.commit().await?;
+                Ok(Change::Done(reply))
             })
         })
         .await?;
-    match value {
-        UpdateOutcome::Updated(store) => {
-            let mut response = Json(StoreResponse::updated(store.clone())).into_response();
-            write_headers(&mut response, &store, Some(&token));
-            Ok(response)
-        }
-        UpdateOutcome::NotFound => Err(ApiError::Code(ErrorCode::NotFound)),
-        UpdateOutcome::Refused(error) => Err(ApiError::Apply { error, via: source }),
-    }
+    settle(
+        &state,
+        written.value,
+        &written.token,
+        |outcome| match outcome {
+            UpdateOutcome::Refused(error) => ApiError::Apply { error, via: source },
+            UpdateOutcome::NotFound | UpdateOutcome::Updated(_) => {
+                ApiError::Code(ErrorCode::NotFound)
+            }
+        },
+    )
 }
 
 /// `GET /api/stores/{id}/history`: every create and update.
@@ -325,14 +416,10 @@ fn now() -> OffsetDateTime {
         .unwrap_or(now)
 }
 
-/// `ETag` and (after a write) `Read-After`.
-fn write_headers(response: &mut Response, store: &Store, token: Option<&CommitToken>) {
-    let headers = response.headers_mut();
+/// The `ETag` of `store`.
+fn write_etag(response: &mut Response, store: &Store) {
     if let Ok(value) = HeaderValue::from_str(&store.etag()) {
-        headers.insert(header::ETAG, value);
-    }
-    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&read_after::encode(t)).ok()) {
-        headers.insert(READ_AFTER, value);
+        response.headers_mut().insert(header::ETAG, value);
     }
 }
 
