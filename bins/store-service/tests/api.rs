@@ -324,7 +324,7 @@ async fn optimistic_locking(stack: &Stack) {
         .send()
         .await
         .unwrap();
-    let body = problem(stale, 412, "PRECONDITION_FAILED").await;
+    let body = problem(stale, 412, "CONCURRENCY_ERROR").await;
     assert_eq!(body["currentVersion"], 2);
 
     let none = stack

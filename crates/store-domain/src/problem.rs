@@ -192,8 +192,8 @@ impl FromStr for ErrorCode {
 #[error("not a known error code")]
 pub struct UnknownErrorCode;
 
-/// How an update named the version it is based on; decides between
-/// `CONCURRENCY_ERROR` (409) and `PRECONDITION_FAILED` (412).
+/// How an update named the version it is based on; decides the status of a
+/// `CONCURRENCY_ERROR`: 409 for the body, 412 for `If-Match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionSource {
     /// `"version"` in the body.
@@ -257,7 +257,7 @@ pub struct Problem {
     /// Each failing field, for `VALIDATION_ERROR`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
-    /// The store's version, for `CONCURRENCY_ERROR` and `PRECONDITION_FAILED`.
+    /// The store's version, for `CONCURRENCY_ERROR`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<i32>,
 }
@@ -291,23 +291,26 @@ impl Problem {
         Self::new(ErrorCode::ValidationError, request_id).with_errors(errors.errors().to_vec())
     }
 
-    /// A stale version: `CONCURRENCY_ERROR` (409) when the version came in
-    /// the body, `PRECONDITION_FAILED` (412) when it came in `If-Match`;
-    /// either way with the exact [`CONCURRENCY_MESSAGE`] and the store's
-    /// current version.
+    /// A stale version: `"error": "CONCURRENCY_ERROR"` with the exact
+    /// [`CONCURRENCY_MESSAGE`] and the store's current version, with status
+    /// 409 when the version came in the body and 412 (Precondition Failed)
+    /// when it came in `If-Match`. The code is the same either way, so a
+    /// client detects a conflict by `error` whichever way it sent the
+    /// version.
     #[must_use]
     pub fn concurrency(
         current_version: i32,
         source: VersionSource,
         request_id: impl Into<String>,
     ) -> Self {
-        let code = match source {
-            VersionSource::Body => ErrorCode::ConcurrencyError,
-            VersionSource::IfMatch => ErrorCode::PreconditionFailed,
-        };
-        Self::new(code, request_id)
+        let mut problem = Self::new(ErrorCode::ConcurrencyError, request_id)
             .with_message(CONCURRENCY_MESSAGE)
-            .with_current_version(current_version)
+            .with_current_version(current_version);
+        if source == VersionSource::IfMatch {
+            problem.status = ErrorCode::PreconditionFailed.status();
+            problem.title = ErrorCode::PreconditionFailed.title().to_owned();
+        }
+        problem
     }
 
     /// An `INVALID_STATUS_TRANSITION` naming both statuses and the allowed
@@ -462,7 +465,7 @@ mod tests {
         let if_match = Problem::concurrency(4, VersionSource::IfMatch, "req-1");
         assert_eq!(
             (if_match.status, if_match.error.as_str()),
-            (412, "PRECONDITION_FAILED")
+            (412, "CONCURRENCY_ERROR")
         );
         assert_eq!(if_match.message, CONCURRENCY_MESSAGE);
         assert_eq!(if_match.current_version, Some(4));

@@ -109,7 +109,7 @@ pub enum ApplyError {
     #[error("the update must say which version it is based on")]
     VersionRequired,
     /// The store changed since the client read it (`CONCURRENCY_ERROR`,
-    /// 409; `PRECONDITION_FAILED`, 412, when the version came in `If-Match`).
+    /// status 409, or 412 when the version came in `If-Match`).
     #[error("the update is based on version {expected}, the store is at version {current}")]
     VersionMismatch {
         /// The version the update is based on.
@@ -127,9 +127,9 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// The API code, for a version that came in the body. (For one that came
-    /// in `If-Match`, a [`VersionMismatch`](Self::VersionMismatch) is
-    /// [`ErrorCode::PreconditionFailed`] instead.)
+    /// The API code. (A [`VersionMismatch`](Self::VersionMismatch) whose
+    /// version came in `If-Match` keeps this code but is sent with status
+    /// 412: see [`Problem::concurrency`](crate::Problem::concurrency).)
     #[must_use]
     pub const fn code(&self) -> ErrorCode {
         match self {

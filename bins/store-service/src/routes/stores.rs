@@ -228,7 +228,7 @@ pub async fn get_one(
         (status = 400, description = "Malformed JSON, a validation error, INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
         (status = 409, description = "CONCURRENCY_ERROR (with currentVersion), INVALID_STATUS_TRANSITION, IDEMPOTENCY_KEY_IN_USE", body = store_domain::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "PRECONDITION_FAILED: stale If-Match", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "CONCURRENCY_ERROR: stale If-Match", body = store_domain::Problem, content_type = "application/problem+json"),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = store_domain::Problem, content_type = "application/problem+json"),
         (status = 428, description = "PRECONDITION_REQUIRED: no version", body = store_domain::Problem, content_type = "application/problem+json"),
     ))]
