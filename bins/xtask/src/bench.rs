@@ -1,5 +1,7 @@
 //! `cargo xtask bench <name>`: the workspace's named benchmarks, each a
 //! `harness = false` or criterion bench target of the crate it measures.
+//! `api` is the exception: an xtask command of its own (`bench_api.rs`)
+//! that runs store-service and pgbench on a temporary stack.
 //! Figures go to docs/BENCHMARKS.md with the command that produced them.
 
 use std::process::Command;
@@ -7,6 +9,11 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use crate::{tools, workspace_root};
+
+/// `cargo xtask bench api`: not a bench target but an xtask command
+/// (`bench_api.rs`), since it needs the whole stack.
+const API: &str = "store-service under load vs pgbench on the same SQL \
+                   [--connections 32] [--duration 10s] [--rows 1000] [--big-rows 1000000] [--no-build]";
 
 /// name → (package, bench target, what it measures).
 const BENCHES: &[(&str, &str, &str, &str)] = &[
@@ -31,10 +38,19 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
 ];
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("api") {
+        let options = crate::bench_api::ApiOptions::parse(&args[1..])?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        return runtime.block_on(crate::bench_api::run(options));
+    }
     let Some(name) = args.first() else {
         let list: Vec<String> = BENCHES
             .iter()
             .map(|(name, _, _, what)| format!("  {name:<10} {what}"))
+            .chain(std::iter::once(format!("  {:<10} {API}", "api")))
             .collect();
         bail!(
             "usage: cargo xtask bench <name> [ARGS...]\n\nbenchmarks:\n{}",

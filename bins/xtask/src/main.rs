@@ -4,10 +4,13 @@
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
-//! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...).
+//! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
+//!   `cargo xtask bench api` loads store-service against pgbench.
 //! - `cargo xtask tools`: installs what is missing, prints `export` lines.
 
 mod bench;
+mod bench_api;
+mod load;
 mod stack;
 mod test;
 mod tools;
@@ -25,6 +28,8 @@ commands:
   reset [--dir DIR]                stop the stack and delete its data (./.stack)
   test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)
   bench [NAME [ARGS...]]           run a named benchmark (no NAME: list them)
+  bench api [--connections N] [--duration 10s] [--rows N] [--big-rows N] [--no-build]
+                                   store-service under load vs pgbench (same SQL, same database)
   tools                            install what is missing; print `export` lines for PG_BINDIR and BAO_BIN";
 
 fn main() -> std::process::ExitCode {

@@ -24,9 +24,9 @@ const SERVICES: [(&str, u16); 2] = [("store-service", 3000), ("gateway", 8080)];
 
 const PG_PORTS: [u16; 2] = [15432, 15433];
 const BAO_PORT: u16 = 8200;
-const DATABASE: &str = "stores";
+pub(crate) const DATABASE: &str = "stores";
 const TRANSIT_KEY: &str = "store-secrets";
-const APP: &str = "store-service";
+pub(crate) const APP: &str = "store-service";
 const PID_FILE: &str = "up.pid";
 const ENV_FILE: &str = "env.sh";
 
@@ -122,8 +122,8 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     // embed `migrations/` with refinery: one history table.
     let store_service = options.services && service_exists(APP);
     if store_service {
-        build_service(APP)?;
-        migrate_with_service(&pg)?;
+        let binary = build_service(APP, false)?;
+        migrate_with_service(&binary, &pg)?;
     } else {
         let mut db = pg.admin_db(pg.primary(), DATABASE).await?;
         let applied = testkit::migrations::apply(&mut db)
@@ -141,6 +141,16 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
             if service_exists(name) {
                 children.push(start_service(name, port, &tools, &pg, &bao, &approle)?);
             }
+        }
+        for (name, child) in &mut children {
+            let port = SERVICES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, p)| *p);
+            wait_ready(([127, 0, 0, 1], port).into(), child)
+                .await
+                .with_context(|| format!("waiting for {name}"))?;
+            eprintln!("xtask: {name} ready");
         }
     }
 
@@ -188,7 +198,7 @@ fn running_pid(pid_file: &Path) -> Option<i32> {
     (state != "Z" && state != "X").then_some(pid)
 }
 
-async fn configure_bao(
+pub(crate) async fn configure_bao(
     pg: &PgCluster,
     bao: &OpenBao,
 ) -> anyhow::Result<testkit::AppRoleCredentials> {
@@ -199,17 +209,15 @@ async fn configure_bao(
         .into_iter()
         .map(|id| pg.node(id).port())
         .collect();
-    bao.kv_put(
-        "secret",
-        "store-service/database",
-        json!({
-            "host": "127.0.0.1",
-            "primary_port": primary.port(),
-            "replica_ports": replicas,
-            "dbname": DATABASE,
-        }),
-    )
-    .await?;
+    let database = json!({
+        "host": "127.0.0.1",
+        "primary_port": primary.port(),
+        "replica_ports": replicas,
+        "dbname": DATABASE,
+    });
+    // enable_kv2 waited for the new mount's upgrade, so this write is safe.
+    bao.kv_put("secret", "store-service/database", database)
+        .await?;
     bao.enable_transit("transit").await?;
     bao.create_transit_key("transit", TRANSIT_KEY).await?;
     bao.configure_database(
@@ -240,7 +248,47 @@ fn start_service(
     bao: &OpenBao,
     approle: &testkit::AppRoleCredentials,
 ) -> anyhow::Result<(&'static str, Child)> {
-    let binary = build_service(name)?;
+    let binary = build_service(name, false)?;
+    let mut cmd = service_command(&binary, port, pg, bao, approle);
+    cmd.env("STORE_SERVICE_URL", "http://127.0.0.1:3000");
+    cmd.envs(tools.env());
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    eprintln!("xtask: {name} started on http://127.0.0.1:{port}");
+    Ok((name, child))
+}
+
+/// Polls `GET /ready` at `addr` until it answers 200, for at most 120 s;
+/// fails at once if `child` exits first.
+pub(crate) async fn wait_ready(
+    addr: std::net::SocketAddr,
+    child: &mut Child,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().context("checking the service process")? {
+            bail!("the service at {addr} exited before it was ready: {status}");
+        }
+        let ready = crate::load::once(addr, &crate::load::get("/ready")).await;
+        if matches!(ready, Ok(ref r) if r.status == 200) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the service at {addr} was not ready within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The command that runs a service `binary` on `port` against the stack:
+/// Vault AppRole login, database credentials from Vault, primary and
+/// replicas.
+pub(crate) fn service_command(
+    binary: &Path,
+    port: u16,
+    pg: &PgCluster,
+    bao: &OpenBao,
+    approle: &testkit::AppRoleCredentials,
+) -> Command {
     let replicas: Vec<String> = pg
         .replicas()
         .into_iter()
@@ -256,12 +304,8 @@ fn start_service(
             format!("127.0.0.1:{}", pg.node(pg.primary()).port()),
         )
         .env("DB_REPLICAS", replicas.join(","))
-        .env("DB_NAME", DATABASE)
-        .env("STORE_SERVICE_URL", "http://127.0.0.1:3000");
-    cmd.envs(tools.env());
-    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    eprintln!("xtask: {name} listening on http://127.0.0.1:{port}");
-    Ok((name, child))
+        .env("DB_NAME", DATABASE);
+    cmd
 }
 
 /// Whether `bins/<name>` exists in the workspace.
@@ -273,28 +317,43 @@ fn service_exists(name: &str) -> bool {
         .is_file()
 }
 
-/// `cargo build -p <name>`; returns the binary's path.
-fn build_service(name: &str) -> anyhow::Result<PathBuf> {
-    eprintln!("xtask: building {name}");
+/// `cargo build -p <name>` (with `--release` when `release`); returns the
+/// binary's path.
+pub(crate) fn build_service(name: &str, release: bool) -> anyhow::Result<PathBuf> {
+    eprintln!(
+        "xtask: building {name}{}",
+        if release { " (release)" } else { "" }
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec!["build", "--quiet", "-p", name];
+    if release {
+        args.push("--release");
+    }
     let status = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", name])
+        .args(&args)
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("building {name}"))?;
     if !status.success() {
         bail!("cargo build -p {name} failed: {status}");
     }
+    Ok(service_binary(name, release))
+}
+
+/// Where `cargo build -p <name>` puts the binary (release or debug).
+pub(crate) fn service_binary(name: &str, release: bool) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("debug").join(name))
+    let profile = if release { "release" } else { "debug" };
+    target.join(profile).join(name)
 }
 
-/// `store-service migrate` with the owner's (superuser's) credentials.
-fn migrate_with_service(pg: &PgCluster) -> anyhow::Result<()> {
+/// `<binary> migrate` (store-service) with the owner's (superuser's)
+/// credentials.
+pub(crate) fn migrate_with_service(binary: &Path, pg: &PgCluster) -> anyhow::Result<()> {
     eprintln!("xtask: applying migrations with `{APP} migrate`");
-    let status = Command::new(build_service(APP)?)
+    let status = Command::new(binary)
         .arg("migrate")
         .env(
             "MIGRATION_DATABASE_URL",
@@ -322,7 +381,7 @@ fn walkthrough(port: u16) -> String {
   # activate it, with optimistic locking through If-Match
   curl -si -X PUT http://127.0.0.1:PORT/api/stores/$ID -H 'Content-Type: application/json' \
     -H 'If-Match: "1"' -d '{"status": "ACTIVE"}'
-  # the same again is stale: 412 PRECONDITION_FAILED, application/problem+json
+  # the same again is stale: 412, "error": "CONCURRENCY_ERROR", application/problem+json
   curl -si -X PUT http://127.0.0.1:PORT/api/stores/$ID -H 'Content-Type: application/json' \
     -H 'If-Match: "1"' -d '{"status": "ACTIVE"}'
   # the audit trail, then the decrypted secrets
@@ -421,7 +480,7 @@ async fn wait_for_stop(children: &mut [(&'static str, Child)]) -> anyhow::Result
     }
 }
 
-fn pid_of(child: &Child) -> rustix::process::Pid {
+pub(crate) fn pid_of(child: &Child) -> rustix::process::Pid {
     rustix::process::Pid::from_raw(child.id() as i32).unwrap_or(rustix::process::Pid::INIT)
 }
 

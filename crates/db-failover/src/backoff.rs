@@ -51,6 +51,10 @@ impl RetryPolicy {
     }
 }
 
+/// The longest budget a deadline honours (about 30 years): enough for
+/// "never" without overflowing the clock.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// The moment an operation gives up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Deadline {
@@ -60,9 +64,12 @@ pub(crate) struct Deadline {
 
 impl Deadline {
     /// `budget` from now.
+    /// A budget too large for the clock (`Duration::MAX`, say) is capped
+    /// at [`FAR_FUTURE`] instead of overflowing.
     pub(crate) fn after(budget: Duration) -> Deadline {
+        let now = Instant::now();
         Deadline {
-            at: Instant::now() + budget,
+            at: now.checked_add(budget.min(FAR_FUTURE)).unwrap_or(now),
             budget,
         }
     }
@@ -112,6 +119,17 @@ pub(crate) async fn pause(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_budget_does_not_overflow_the_clock() {
+        let deadline = Deadline::after(Duration::MAX);
+        assert_eq!(deadline.budget(), Duration::MAX);
+        assert!(!deadline.expired());
+        assert!(deadline.remaining() >= FAR_FUTURE - Duration::from_secs(1));
+        let policy = RetryPolicy::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        assert!(pause(&policy, 3, &deadline, &mut rng, std::future::pending()).await);
+    }
 
     #[test]
     fn ceiling_doubles_up_to_the_cap() {

@@ -20,7 +20,7 @@ use crate::classify::{Failure, classify};
 use crate::config::{Balance, Fallback};
 use crate::events::ProbeReport;
 use crate::health::{Health, NodeHealth, PoolStats};
-use crate::pool::{NodePool, PgManager};
+use crate::pool::{NodeLogin, NodePool, PgManager};
 use crate::probe::Prober;
 use crate::topology::{Change, Rules, Topology, View};
 use crate::{CommitToken, Config, Error, Event, Lsn, NodeId, PoolError, Role, metrics};
@@ -124,6 +124,11 @@ impl Shared {
             });
             for event in &change.events {
                 self.log(event);
+                // Recorded before the event goes out: whoever sees the
+                // event sees the metric.
+                if let Event::FailoverCompleted { duration, .. } = event {
+                    metrics::failover(*duration);
+                }
                 let _ = self.events.send(event.clone());
             }
             let lags: Vec<_> = topology
@@ -133,16 +138,18 @@ impl Shared {
                 .collect();
             (change, lags)
         };
+        for event in &change.events {
+            if let Event::NodeDown { node, .. } = event {
+                // Checked-out connections too: on a frozen node their
+                // requests would otherwise wait forever.
+                self.pools[node.0].manager().abort_connections();
+            }
+        }
         for &node in &change.evict {
             let pool = &self.pools[node];
             pool.manager().evict();
             let removed = pool.retain(|_, _| false).removed.len();
             tracing::debug!(node = %self.addresses[node], removed, "evicted pooled connections");
-        }
-        for event in &change.events {
-            if let Event::FailoverCompleted { duration, .. } = event {
-                metrics::failover(*duration);
-            }
         }
         for (address, (up, bytes, lag)) in self.addresses.iter().zip(lags) {
             metrics::node(address, up == Some(true), bytes, lag);
@@ -253,12 +260,14 @@ impl Cluster {
     /// outage, and [`Cluster::health`] says what is up.
     pub async fn connect(config: Config) -> Result<Cluster, Error> {
         config.validate()?;
+        let logins: Vec<Arc<NodeLogin>> = config.nodes.iter().map(|_| Arc::default()).collect();
         let mut pools = Vec::with_capacity(config.nodes.len());
-        for node in &config.nodes {
+        for (node, login) in config.nodes.iter().zip(&logins) {
             pools.push(crate::pool::build(
                 node,
                 &config.timeouts,
                 config.credentials.clone(),
+                login.clone(),
                 config.recycling.clone(),
             )?);
         }
@@ -274,10 +283,12 @@ impl Cluster {
         let probers: Vec<Prober> = config
             .nodes
             .iter()
-            .map(|n| {
+            .zip(logins)
+            .map(|(n, login)| {
                 Prober::new(
                     crate::pool::node_pg_config(n, &config.timeouts),
                     config.credentials.clone(),
+                    login,
                 )
             })
             .collect();
@@ -308,7 +319,12 @@ impl Cluster {
             _tasks: Arc::new(Tasks(tasks)),
         };
         let mut view = cluster.shared.view.subscribe();
-        let settle = cluster.shared.config.probe.timeout + Duration::from_secs(1);
+        let settle = cluster
+            .shared
+            .config
+            .probe
+            .timeout
+            .saturating_add(Duration::from_secs(1));
         let _ = tokio::time::timeout(settle, view.wait_for(|v| v.settled)).await;
         Ok(cluster)
     }
@@ -495,7 +511,16 @@ impl Cluster {
                 }
                 Ok(Err(e)) => match classify(&e, conn.is_closed()) {
                     Failure::ReadOnly => {
-                        self.shared.report(node.0, Failure::ReadOnly);
+                        // A read-only transaction on a real primary (`BEGIN
+                        // READ ONLY`, default_transaction_read_only) is the
+                        // caller's error, not a demotion.
+                        match conn.in_recovery(&deadline).await {
+                            Some(false) => return Err(Error::Query { node, source: e }),
+                            Some(true) => self.shared.report(node.0, Failure::ReadOnly),
+                            // No answer: suspect, not demoted; the probes
+                            // decide. Nothing was written either way.
+                            None => self.shared.report(node.0, Failure::Connection),
+                        }
                         Error::ReadOnly {
                             node,
                             source: Some(e),
@@ -594,7 +619,11 @@ impl Cluster {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => match classify(&e, conn.is_closed()) {
                     Failure::ReadOnly if conn.role == Role::Primary => {
-                        self.shared.report(node.0, Failure::ReadOnly);
+                        match conn.in_recovery(&deadline).await {
+                            Some(false) => return Err(Error::Query { node, source: e }),
+                            Some(true) => self.shared.report(node.0, Failure::ReadOnly),
+                            None => self.shared.report(node.0, Failure::Connection),
+                        }
                         Error::ReadOnly {
                             node,
                             source: Some(e),
@@ -778,6 +807,16 @@ impl Cluster {
                     generation,
                     shared: self.shared.clone(),
                 };
+                if role == Role::Primary && conn.object_hot_standby() == Some(true) {
+                    // It logged in as a standby: nothing was sent yet. The
+                    // probes say what the node is now.
+                    conn.discard();
+                    self.shared.reprobe();
+                    return Err(Error::ReadOnly {
+                        node: NodeId(node),
+                        source: None,
+                    });
+                }
                 if conn.is_closed() {
                     // Closed between recycling and now: nothing was sent.
                     drop(conn);
@@ -857,24 +896,89 @@ impl Connection {
 
     /// The token for the writes this connection committed so far: the
     /// primary's WAL insert position now.
+    ///
+    /// Bounded on the client side by the statement timeout (or the retry
+    /// deadline when there is none) plus one second, so a frozen node
+    /// cannot hold it forever: past that it is [`Error::DeadlineExceeded`]
+    /// and the cluster re-probes.
     pub async fn commit_token(&self) -> Result<CommitToken, Error> {
-        let row = self
-            .query_one("SELECT pg_current_wal_insert_lsn()", &[])
-            .await
-            .map_err(|e| self.error(e))?;
+        let limit = self.client_limit();
+        let row = match tokio::time::timeout(
+            limit,
+            self.query_one("SELECT pg_current_wal_insert_lsn()", &[]),
+        )
+        .await
+        {
+            Ok(row) => row.map_err(|e| self.error(e))?,
+            Err(_) => {
+                self.shared.report(self.node.0, Failure::Connection);
+                return Err(Error::DeadlineExceeded {
+                    deadline: limit,
+                    attempts: 1,
+                    last: None,
+                });
+            }
+        };
         let lsn: PgLsn = row.try_get(0).map_err(|e| self.error(e))?;
         Ok(CommitToken::new(Lsn::from(lsn), self.generation))
     }
 
     /// Tells the cluster about an error this connection returned, so that
-    /// a read-only answer or a failing server is acted on at once (the
-    /// retried operations do this themselves).
+    /// a failing server is acted on at once (the retried operations do
+    /// this themselves).
+    ///
+    /// A read-only answer (25006) only triggers a re-probe here: it may
+    /// come from `BEGIN READ ONLY` or `default_transaction_read_only` on a
+    /// real primary, so the probes, not the error, decide whether the node
+    /// is a standby now.
     pub fn report(&self, error: &tokio_postgres::Error) {
-        let failure = classify(error, self.is_closed());
-        if failure == Failure::ReadOnly && self.role != Role::Primary {
-            return;
+        match classify(error, self.is_closed()) {
+            Failure::ReadOnly => {
+                if self.role == Role::Primary {
+                    self.shared.reprobe();
+                }
+            }
+            failure => self.shared.report(self.node.0, failure),
         }
-        self.shared.report(self.node.0, failure);
+    }
+
+    /// The client-side limit for one statement of the crate's own: the
+    /// statement timeout (or the retry deadline) plus a second.
+    fn client_limit(&self) -> Duration {
+        let config = &self.shared.config;
+        config
+            .timeouts
+            .statement
+            .unwrap_or(config.retry.deadline)
+            .saturating_add(Duration::from_secs(1))
+    }
+
+    /// `in_hot_standby` as the server reported it at this connection's
+    /// login.
+    fn object_hot_standby(&self) -> Option<bool> {
+        self.object.as_ref().and_then(|o| o.hot_standby)
+    }
+
+    /// After a 25006 on a connection routed as primary: whether the node
+    /// really is in recovery (`SELECT pg_is_in_recovery()` on the same
+    /// connection). A read-only transaction on a real primary is
+    /// `Some(false)`; `None` when there is no answer within the client
+    /// limit and the operation's deadline.
+    ///
+    /// A transaction the 25006 left open (aborted) is rolled back first: it
+    /// could not commit anyway, and the connection goes back to the pool.
+    async fn in_recovery(&self, deadline: &Deadline) -> Option<bool> {
+        let limit = self.client_limit().min(deadline.remaining());
+        let answer = tokio::time::timeout(limit, async {
+            // Outside a transaction this is only a warning.
+            self.batch_execute("ROLLBACK").await?;
+            self.query_one("SELECT pg_is_in_recovery()", &[]).await
+        })
+        .await;
+        match answer {
+            Ok(Ok(row)) => row.try_get::<_, bool>(0).ok(),
+            _ => None,
+        }
     }
 
     /// Closes the connection instead of returning it to the pool (after a

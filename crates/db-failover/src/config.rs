@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
 
 use crate::{CredentialsProvider, Error, NodeId, RetryPolicy};
 
@@ -211,6 +211,11 @@ impl Config {
     /// Ports pair with hosts by position; a single port applies to every
     /// host. `target_session_attrs` and `load_balance_hosts` are ignored:
     /// roles are probed and routing is this crate's job.
+    ///
+    /// TLS is not supported yet: `sslmode=require` is rejected by
+    /// [`Config::validate`] (and so by `Cluster::connect`) rather than
+    /// silently connecting in plain text; `verify-ca`/`verify-full` do not
+    /// parse.
     pub fn from_url(url: &str) -> Result<Config, Error> {
         let pg = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Config(format!("unparsable URL: {e}")))?;
@@ -266,6 +271,16 @@ impl Config {
                 return Err(Error::Config(format!(
                     "node{i} has {hosts} hosts; give each node exactly one"
                 )));
+            }
+            match node.pg.get_ssl_mode() {
+                SslMode::Disable | SslMode::Prefer => {}
+                mode => {
+                    return Err(Error::Config(format!(
+                        "node{i} asks for sslmode={mode:?}, but TLS is not supported yet: \
+                         connections are plain TCP (use sslmode=disable or prefer, or \
+                         a TLS-terminating proxy)"
+                    )));
+                }
             }
             if node.max_connections == 0 {
                 return Err(Error::Config(format!("node{i} has a pool of size 0")));
@@ -384,6 +399,20 @@ mod tests {
             assert_eq!(node.max_connections, DEFAULT_MAX_CONNECTIONS);
         }
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_is_rejected_until_supported() {
+        let config = Config::from_url("postgres://u:p@a,b/d?sslmode=require").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("TLS is not supported yet"), "{err}");
+        for mode in ["disable", "prefer"] {
+            Config::from_url(&format!("postgres://u:p@a/d?sslmode={mode}"))
+                .unwrap()
+                .validate()
+                .unwrap();
+        }
+        assert!(Config::from_url("postgres://u:p@a/d?sslmode=verify-full").is_err());
     }
 
     #[test]

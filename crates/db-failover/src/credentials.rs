@@ -69,17 +69,22 @@ impl Credentials {
 /// # The rotation contract
 ///
 /// A rotating source (a secrets manager's dynamic database credentials, say)
-/// publishes each new login on a `watch` channel **after** the role exists
-/// and can log in, with a `generation` one higher than the last. From then
-/// on:
+/// publishes each new login on a `watch` channel once the role exists on the
+/// primary, with a `generation` higher than the last. From then on:
 ///
 /// - every new connection (pooled or probe) logs in with the newest value;
 /// - a pooled connection opened with an older generation is closed instead
 ///   of being handed out again (checked when it is next taken from the pool,
 ///   so a query running on it finishes normally);
-/// - the old role must stay valid until the connections using it are gone:
-///   at most one pool checkout plus one probe interval after the rotation.
+/// - a node that refuses the new login (SQLSTATE 28P01 / 28000: a replica
+///   that has not replayed the new role yet) is not failing: it keeps using
+///   the last generation that logged in there, probe and pool, until the
+///   new one works (tried again at every probe);
+/// - the old role must stay valid until the connections using it are gone.
 ///   Revoke it only after that (a lease's grace period covers it).
+///
+/// vault-client's `LeaseManager::map` gives the receiver for
+/// [`CredentialsProvider::watch`]; see the crate documentation.
 #[derive(Clone, Debug)]
 pub enum CredentialsProvider {
     /// The same login for the cluster's whole life.

@@ -6,9 +6,12 @@ use tokio_postgres::types::PgLsn;
 
 /// A position in PostgreSQL's write-ahead log (`pg_lsn`), as a byte offset.
 ///
-/// Positions only grow, across timelines too, so the byte distance between
-/// the primary's current position and a replica's replay position is the
-/// replica's lag in bytes.
+/// Positions grow along one timeline, so the byte distance between the
+/// primary's current position and a replica's replay position is the
+/// replica's lag in bytes. They do not grow across a failover: a promoted
+/// replica's new timeline starts at its own replay position, which may be
+/// below the old primary's last position, so positions from different
+/// primaries are never compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
 

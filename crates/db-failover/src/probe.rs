@@ -13,7 +13,7 @@ use tokio_postgres::types::PgLsn;
 
 use crate::cluster::Shared;
 use crate::events::ProbeReport;
-use crate::pool::connect;
+use crate::pool::{NodeLogin, Opened, is_auth_failure, login};
 use crate::{CredentialsProvider, Lsn, Role};
 
 /// One round trip: the role, and the WAL position that matters for it. A
@@ -39,6 +39,8 @@ struct ProbeConnection {
 pub(crate) struct Prober {
     pg: tokio_postgres::Config,
     credentials: Option<CredentialsProvider>,
+    /// Which logins work on this node (shared with its pool).
+    login: Arc<NodeLogin>,
     connection: Option<ProbeConnection>,
 }
 
@@ -46,10 +48,12 @@ impl Prober {
     pub(crate) fn new(
         pg: tokio_postgres::Config,
         credentials: Option<CredentialsProvider>,
+        login: Arc<NodeLogin>,
     ) -> Self {
         Prober {
             pg,
             credentials,
+            login,
             connection: None,
         }
     }
@@ -62,6 +66,14 @@ impl Prober {
         match tokio::time::timeout(timeout, self.probe_unbounded()).await {
             Ok(Ok(mut report)) => {
                 report.latency = started.elapsed();
+                // After a rotation, the new login is tried outside the
+                // probe's budget: a refused or slow login is not a failed
+                // probe, the old connection just stays.
+                match tokio::time::timeout(timeout, self.rotate()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!("new login failed, keeping the old one: {e}"),
+                    Err(_) => tracing::debug!("new login timed out, keeping the old one"),
+                }
                 Ok(report)
             }
             Ok(Err(e)) => {
@@ -76,27 +88,18 @@ impl Prober {
     }
 
     async fn probe_unbounded(&mut self) -> Result<ProbeReport, tokio_postgres::Error> {
-        let generation = self.credentials.as_ref().map_or(0, |c| c.generation());
         if self
             .connection
             .as_ref()
-            .is_some_and(|c| c.client.is_closed() || c.credentials_generation < generation)
+            .is_some_and(|c| c.client.is_closed())
         {
             self.connection = None;
         }
         let connection = match &mut self.connection {
             Some(c) => c,
             None => {
-                let credentials = self.credentials.as_ref().map(|c| c.current());
-                let (client, hot_standby) = connect(&self.pg, credentials.as_ref()).await?;
-                let statement = client.prepare(PROBE_SQL).await?;
-                self.connection.insert(ProbeConnection {
-                    client,
-                    statement,
-                    credentials_generation: credentials.map_or(0, |c| c.generation()),
-                    fresh_role: hot_standby
-                        .map(|on| if on { Role::Standby } else { Role::Primary }),
-                })
+                let opened = login(&self.pg, self.credentials.as_ref(), &self.login).await?;
+                self.connection.insert(ProbeConnection::new(opened).await?)
             }
         };
         let row = connection
@@ -127,6 +130,57 @@ impl Prober {
             current_lsn: current.map(Lsn::from),
             replay_lsn: replay.map(Lsn::from),
             latency: Duration::ZERO,
+        })
+    }
+}
+
+impl Prober {
+    /// After a rotation, logs in with the new credentials and replaces the
+    /// probe connection. When this node refuses them (the role was not
+    /// replayed here yet), the old connection stays: a refused login is
+    /// not a failed probe, and the next probe tries again.
+    ///
+    /// Runs after a successful probe; any error leaves the old connection.
+    async fn rotate(&mut self) -> Result<(), tokio_postgres::Error> {
+        let (Some(provider), Some(connection)) = (&self.credentials, &self.connection) else {
+            return Ok(());
+        };
+        let current = provider.current();
+        if connection.credentials_generation >= current.generation() {
+            return Ok(());
+        }
+        match crate::pool::connect(&self.pg, Some(&current)).await {
+            Ok(opened) => {
+                self.login.succeeded(&current);
+                self.connection = Some(ProbeConnection::new(opened).await?);
+                Ok(())
+            }
+            Err(e) if is_auth_failure(&e) => {
+                if self.login.refused(current.generation()).is_some() {
+                    tracing::debug!(
+                        generation = current.generation(),
+                        "new credentials refused here for now: probing with the old login"
+                    );
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl ProbeConnection {
+    async fn new(opened: Opened) -> Result<ProbeConnection, tokio_postgres::Error> {
+        let statement = opened.client.prepare(PROBE_SQL).await?;
+        Ok(ProbeConnection {
+            client: opened.client,
+            statement,
+            credentials_generation: opened.credentials_generation,
+            fresh_role: opened
+                .hot_standby
+                .map(|on| if on { Role::Standby } else { Role::Primary }),
         })
     }
 }

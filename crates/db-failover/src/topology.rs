@@ -30,9 +30,12 @@ pub(crate) struct Rules {
 pub(crate) struct NodeState {
     /// Role at the last successful probe (or after a 25006).
     pub(crate) role: Option<Role>,
-    /// `None` until the first probe; `Some(false)` after
+    /// `None` until the first successful probe; `Some(false)` after
     /// `failure_threshold` failures in a row.
     pub(crate) up: Option<bool>,
+    /// Whether a probe of the node finished at least once (successfully or
+    /// not): the cluster is settled once every node was.
+    pub(crate) probed: bool,
     /// Consecutive failed probes.
     pub(crate) failures: u32,
     /// Whether the last probe succeeded.
@@ -154,7 +157,7 @@ impl Topology {
             generation: self.generation,
             primary: self.primary,
             readable,
-            settled: self.nodes.iter().all(|n| n.up.is_some()),
+            settled: self.nodes.iter().all(|n| n.probed),
         }
     }
 
@@ -167,6 +170,7 @@ impl Topology {
     ) -> Change {
         let mut change = Change::default();
         let state = &mut self.nodes[node];
+        state.probed = true;
         state.failures = 0;
         state.reachable = true;
         state.last_error = None;
@@ -217,6 +221,7 @@ impl Topology {
         let mut change = Change::default();
         let threshold = self.rules.failure_threshold;
         let state = &mut self.nodes[node];
+        state.probed = true;
         state.failures = state.failures.saturating_add(1);
         state.reachable = false;
         if state.failures >= threshold && state.up != Some(false) {
@@ -340,6 +345,19 @@ impl Topology {
             self.lost = Some((old, since));
         }
         self.primary = chosen;
+        // WAL positions are only comparable within one primary's history:
+        // a promoted replica's timeline branches off at its own replay
+        // position, which may be below the old primary's head. Start the
+        // history afresh and re-judge every replica against the new primary.
+        self.history.clear();
+        for (i, state) in self.nodes.iter_mut().enumerate() {
+            state.lag_bytes = None;
+            state.lag = None;
+            if state.lagging {
+                state.lagging = false;
+                change.events.push(Event::LagRecovered { node: NodeId(i) });
+            }
+        }
         if let Some(new) = chosen {
             let timeline = self.nodes[new].timeline;
             self.max_timeline = self.max_timeline.max(timeline.unwrap_or(0));
@@ -673,6 +691,50 @@ mod tests {
         t.probe_succeeded(1, &standby(100), now);
         assert_eq!(t.nodes()[1].lag, Some(Duration::ZERO));
         assert_eq!(t.view().readable, [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lag_history_restarts_with_a_new_primary() {
+        let (mut t, _) = healthy();
+        // The old primary runs far ahead of replica 1, which is lagging.
+        for step in 1..=3u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let now = Instant::now();
+            t.probe_succeeded(0, &primary(1, 10_000 * step), now);
+            t.probe_succeeded(2, &standby(10_000 * step), now);
+        }
+        // Failover: node 2 is promoted on timeline 2 and its new timeline
+        // branches below the old head (30 000); replica 1 follows it and
+        // looks far behind as long as the old head counts.
+        t.probe_failed(0, "refused".into(), Instant::now());
+        t.probe_succeeded(1, &standby(5_000), Instant::now());
+        assert!(t.nodes()[1].lagging);
+        let change = t.probe_succeeded(2, &primary(2, 5_000), Instant::now());
+        assert!(kinds(&change).contains(&"PrimaryElected"));
+        assert!(kinds(&change).contains(&"LagRecovered"));
+        // The new primary moves on slowly and replica 1 keeps up: it stays
+        // readable however long it runs (the old head no longer counts).
+        for step in 1..=30u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let now = Instant::now();
+            let change = t.probe_succeeded(2, &primary(2, 5_000 + step * 10), now);
+            assert!(kinds(&change).is_empty(), "{change:?}");
+            let change = t.probe_succeeded(1, &standby(5_000 + step * 10), now);
+            assert!(kinds(&change).is_empty(), "{change:?}");
+            assert_eq!(t.nodes()[1].lag, Some(Duration::ZERO));
+            assert_eq!(t.view().readable, [1]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_whose_first_probe_failed_counts_as_probed() {
+        let now = Instant::now();
+        let mut t = Topology::new(2, RULES);
+        t.probe_succeeded(0, &primary(1, 50), now);
+        assert!(!t.view().settled);
+        t.probe_failed(1, "refused".into(), now);
+        assert!(t.view().settled, "one failed attempt is enough to settle");
+        assert_eq!(t.nodes()[1].up, None, "not down before the threshold");
     }
 
     #[tokio::test(start_paused = true)]

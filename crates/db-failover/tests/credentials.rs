@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use common::{start, wait_until};
+use common::{start, wait_readable, wait_until};
 use db_failover::{Cluster, Config, Credentials, CredentialsProvider};
 use testkit::{PgCluster, quote_ident, quote_literal};
 use tokio::sync::watch;
@@ -57,11 +57,14 @@ async fn credentials_rotated_under_a_steady_query_loop_fail_no_query() {
         .map(|n| format!("127.0.0.1:{}", n.port()))
         .collect();
     // No user in the URL: every login comes from the provider.
-    let config = Config::from_url(&format!("postgres://{}/postgres", hosts.join(",")))
+    let mut config = Config::from_url(&format!("postgres://{}/postgres", hosts.join(",")))
         .unwrap()
         .with_credentials(CredentialsProvider::watch(receiver));
+    // Room for probes on a loaded machine: a node wrongly declared down has
+    // its connections cut, and this test is about logins, not timeouts.
+    config.probe.timeout = Duration::from_secs(2);
     let cluster = Cluster::connect(config).await.unwrap();
-    assert!(cluster.health().is_ready());
+    wait_readable(&cluster, 1).await;
 
     // (when the pair started, user of the write, user of the read)
     let users: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
@@ -170,4 +173,109 @@ async fn credentials_rotated_under_a_steady_query_loop_fail_no_query() {
         "{} query pairs across two rotations, none failed",
         users.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_a_paused_replica_has_not_replayed_does_not_mark_it_down() {
+    let pg = start(1).await;
+    let replica = pg.replicas()[0];
+    create_login(&pg, "app_v1", "first-secret").await;
+    let (publish, receiver) = watch::channel(Credentials::new("app_v1", "first-secret", 1));
+    let hosts: Vec<String> = pg
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let mut config = Config::from_url(&format!("postgres://{}/postgres", hosts.join(",")))
+        .unwrap()
+        .with_credentials(CredentialsProvider::watch(receiver));
+    // Keep the paused replica readable, and give probes room on a loaded
+    // machine: this test is about logins, not timeouts.
+    config.reads.max_lag = None;
+    config.reads.max_lag_bytes = None;
+    config.probe.timeout = Duration::from_secs(2);
+    let cluster = Cluster::connect(config).await.unwrap();
+    wait_readable(&cluster, 1).await;
+    let mut events = cluster.events();
+    let replica_port = i32::from(pg.node(replica).port());
+
+    // The replica stops replaying: the new role exists on the primary only,
+    // and the rotation is published at once (as vault-client's lease
+    // manager does).
+    pg.admin(replica)
+        .await
+        .unwrap()
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    pg.admin(pg.primary())
+        .await
+        .unwrap()
+        .batch_execute("CREATE ROLE app_v2 LOGIN PASSWORD 'second-secret'")
+        .await
+        .unwrap();
+    publish.send_replace(Credentials::new("app_v2", "second-secret", 2));
+
+    // Well past failure_threshold probes at the fast interval and a few
+    // regular probes: every query works, reads on the replica as app_v1.
+    let mut replica_reads = 0;
+    for i in 0..120i64 {
+        let written = cluster
+            .write_op(move |conn| {
+                Box::pin(async move {
+                    let row = conn
+                        .query_one(
+                            "INSERT INTO items (id, body) VALUES ($1, current_user) RETURNING body",
+                            &[&i],
+                        )
+                        .await?;
+                    Ok(row.get::<_, String>(0))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(written.value, "app_v2");
+        let (port, user) = cluster.read_op(|conn| Box::pin(who(conn))).await.unwrap();
+        if port == replica_port {
+            assert_eq!(user, "app_v1", "the replica does not know app_v2 yet");
+            replica_reads += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(replica_reads > 0, "reads kept going to the replica");
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, db_failover::Event::NodeDown { .. }),
+            "{event:?}"
+        );
+    }
+    let health = cluster.health();
+    assert!(health.nodes[replica.0].up);
+    assert_eq!(health.readable_replicas().count(), 1);
+
+    // Once the replica replays the role, it is used there too.
+    pg.admin(replica)
+        .await
+        .unwrap()
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    wait_until("reads on the replica as app_v2", || {
+        let cluster = cluster.clone();
+        async move {
+            matches!(
+                cluster.read_op(|conn| Box::pin(who(conn))).await,
+                Ok((port, user)) if port == replica_port && user == "app_v2"
+            )
+        }
+    })
+    .await;
+}
+
+/// The server port and the user of a connection.
+async fn who(client: &tokio_postgres::Client) -> Result<(i32, String), tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT inet_server_port(), current_user::text", &[])
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    config, connect, most_advanced_replica, node, port, start, wait_event, wait_until, whereami,
+    BOUND, config, connect, most_advanced_replica, node, port, start, wait_event, wait_readable,
+    wait_until, whereami,
 };
 use db_failover::{Connection, Error, Event, OpFuture, OpOptions};
 use tokio_postgres::error::SqlState;
@@ -179,7 +180,10 @@ async fn old_primary_back_as_standby_is_detected_on_its_first_read_only_error() 
     assert_eq!(cluster.primary_node(), Some(node(old)), "not probed since");
 
     let written = cluster.write_op(insert(2)).await.unwrap();
-    assert_eq!(read_only_errors.load(Ordering::SeqCst), 1);
+    // Detected on its first 25006, or before any write was sent when the
+    // new connection's login already reported `in_hot_standby = on`.
+    let read_only = read_only_errors.load(Ordering::SeqCst);
+    assert!(read_only <= 1, "{read_only} writes reached the old primary");
     assert_eq!(written.node, node(new));
     assert_eq!(written.value, port(&pg, new));
     wait_event(
@@ -203,7 +207,7 @@ async fn old_primary_back_as_standby_is_detected_on_its_first_read_only_error() 
     }
     assert_eq!(
         read_only_errors.load(Ordering::SeqCst),
-        1,
+        read_only,
         "no write was routed to the old primary again"
     );
 }
@@ -214,6 +218,7 @@ async fn frozen_primary_is_detected_by_timeouts() {
     let primary = pg.primary();
     let replica = pg.replicas()[0];
     let cluster = connect(config(&pg)).await;
+    wait_readable(&cluster, 1).await;
     let mut events = cluster.events();
 
     let frozen_at = tokio::time::Instant::now();
@@ -266,4 +271,141 @@ async fn frozen_primary_is_detected_by_timeouts() {
         .await
         .unwrap();
     assert_eq!(written.value, (port(&pg, primary), false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_connection_on_a_frozen_node_fails_once_the_node_is_down() {
+    let pg = start(1).await;
+    let primary = pg.primary();
+    let cluster = connect(config(&pg)).await;
+    let mut events = cluster.events();
+    let conn = cluster.write().await.unwrap();
+    whereami(&conn).await.unwrap();
+
+    // The kernel keeps ACKing for a stopped process on the same host: no
+    // TCP timeout fires and statement_timeout cannot run. Only the cluster
+    // declaring the node down can end the query.
+    pg.freeze(primary).await.unwrap();
+    let query = tokio::spawn(async move {
+        let result = conn.query_one("SELECT 1", &[]).await.map(|_| ());
+        (result, conn.commit_token().await)
+    });
+    wait_event(
+        &mut events,
+        "NodeDown",
+        |e| matches!(e, Event::NodeDown { node: n, .. } if *n == node(primary)),
+    )
+    .await;
+    let (result, token) = tokio::time::timeout(BOUND, query)
+        .await
+        .expect("the checked-out connection was cut when its node went down")
+        .unwrap();
+    assert!(result.is_err(), "a query on a frozen node cannot succeed");
+    let token = token.unwrap_err();
+    assert!(token.is_retryable(), "{token}");
+
+    pg.thaw(primary).await.unwrap();
+    wait_event(
+        &mut events,
+        "PrimaryElected",
+        |e| matches!(e, Event::PrimaryElected { node: n, .. } if *n == node(primary)),
+    )
+    .await;
+    cluster
+        .write_op(|conn| Box::pin(async move { whereami(conn).await }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_on_the_real_primary_does_not_demote_it() {
+    let pg = start(1).await;
+    let primary = pg.primary();
+    let cluster = connect(config(&pg)).await;
+    let generation = cluster.generation();
+    let mut events = cluster.events();
+
+    let err = cluster
+        .write_op(|conn| {
+            Box::pin(async move {
+                conn.batch_execute("BEGIN READ ONLY; INSERT INTO items (id) VALUES (99); COMMIT")
+                    .await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Query { source, .. }
+            if source.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)),
+        "{err}"
+    );
+    assert!(!err.is_retryable() && !err.is_outcome_unknown());
+
+    // Still the primary, nothing flapped, and the connection is usable.
+    let written = cluster
+        .write_op(|conn| {
+            Box::pin(async move {
+                conn.execute("INSERT INTO items (id) VALUES (100)", &[])
+                    .await?;
+                whereami(conn).await
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.value, (port(&pg, primary), false));
+    assert_eq!(cluster.primary_node(), Some(node(primary)));
+    assert_eq!(cluster.generation(), generation);
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                Event::PrimaryLost { .. } | Event::PrimaryElected { .. }
+            ),
+            "{event:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_resume_on_replicas_after_a_failover() {
+    let pg = start(2).await;
+    let old = pg.primary();
+    let cluster = connect(config(&pg)).await;
+    let mut events = cluster.events();
+    for id in 0..50i64 {
+        cluster
+            .write_op(move |conn| {
+                Box::pin(async move {
+                    conn.execute("INSERT INTO items (id) VALUES ($1)", &[&id])
+                        .await
+                })
+            })
+            .await
+            .unwrap();
+    }
+    pg.kill(old).await.unwrap();
+    let promoted = most_advanced_replica(&pg).await;
+    pg.promote(promoted).await.unwrap();
+    wait_event(
+        &mut events,
+        "PrimaryElected",
+        |e| matches!(e, Event::PrimaryElected { node: n, .. } if *n == node(promoted)),
+    )
+    .await;
+    let other = pg
+        .replicas()
+        .into_iter()
+        .find(|&r| r != promoted && r != old)
+        .expect("a third node");
+    // The remaining replica is repointed at the new primary and follows
+    // its timeline: lag is measured against the new primary's positions
+    // only, so it becomes readable again.
+    pg.restart_as_standby(other).await.unwrap();
+    wait_readable(&cluster, 1).await;
+    let (p, in_recovery) = cluster
+        .read_op(|conn| Box::pin(async move { whereami(conn).await }))
+        .await
+        .unwrap();
+    assert!(in_recovery);
+    assert_eq!(p, port(&pg, other));
 }

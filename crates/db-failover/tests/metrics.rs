@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{config, connect, node, start, wait_event, wait_until, whereami};
+use common::{config, connect, node, start, wait_event, wait_readable, wait_until, whereami};
 use db_failover::Event;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -91,6 +91,7 @@ async fn pool_probe_lag_and_failover_metrics_are_recorded() {
     metrics::set_global_recorder(capture.clone()).expect("the only recorder of this binary");
     let pg = start(1).await;
     let cluster = connect(config(&pg)).await;
+    wait_readable(&cluster, 1).await;
     let mut events = cluster.events();
     let primary = format!("node=127.0.0.1:{}", pg.node(pg.primary()).port());
     let replica_id = pg.replicas()[0];

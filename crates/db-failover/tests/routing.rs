@@ -6,13 +6,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{config, connect, node, port, start, wait_event, wait_until, whereami};
+use common::{config, connect, node, port, start, wait_event, wait_readable, wait_until, whereami};
 use db_failover::{Balance, Error, Event, Fallback, OpOptions, Role};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_replicas_and_writes_to_the_primary() {
     let pg = start(2).await;
     let cluster = connect(config(&pg)).await;
+    wait_readable(&cluster, 2).await;
     let primary_port = port(&pg, pg.primary());
     let replica_ports: BTreeSet<u16> = pg.replicas().iter().map(|&r| port(&pg, r)).collect();
     assert_eq!(cluster.primary_node(), Some(node(pg.primary())));
@@ -67,6 +68,7 @@ async fn lagging_replica_is_skipped_until_it_catches_up() {
     config.reads.max_lag_bytes = Some(256 * 1024);
     config.reads.max_lag = None;
     let cluster = connect(config).await;
+    wait_readable(&cluster, 2).await;
     let mut events = cluster.events();
     let paused = pg.replicas()[0];
     let healthy = pg.replicas()[1];
@@ -145,6 +147,7 @@ async fn read_your_writes_uses_a_replica_only_once_it_has_the_write() {
     let mut config = config(&pg);
     config.reads.read_after_wait = Some(Duration::from_secs(5));
     let cluster = connect(config).await;
+    wait_readable(&cluster, 1).await;
 
     let admin = pg.admin(replica).await.unwrap();
     admin
@@ -244,6 +247,8 @@ async fn all_replicas_down_reads_fall_back_to_the_primary_or_fail() {
     let mut strict_config = config(&pg);
     strict_config.reads.fallback = Fallback::Fail;
     let strict = connect(strict_config).await;
+    wait_readable(&cluster, 2).await;
+    wait_readable(&strict, 2).await;
     let mut events = cluster.events();
 
     for replica in pg.replicas() {
@@ -305,6 +310,7 @@ async fn least_busy_avoids_the_replica_in_use() {
     let mut config = config(&pg);
     config.reads.balance = Balance::LeastBusy;
     let cluster = connect(config).await;
+    wait_readable(&cluster, 2).await;
     let held = cluster.read().await.unwrap();
     let busy = held.node();
     for _ in 0..6 {

@@ -48,9 +48,29 @@ pub(crate) fn config(pg: &PgCluster) -> Config {
     Config::from_url(&url(pg)).expect("valid URL")
 }
 
-/// A cluster handle with `config`.
+/// A cluster handle with `config`, once a primary is elected
+/// (`Cluster::connect` only waits until each node was probed once,
+/// successfully or not). Tests that need replicas too wait with
+/// [`wait_readable`].
 pub(crate) async fn connect(config: Config) -> Cluster {
-    Cluster::connect(config).await.expect("cluster handle")
+    let cluster = Cluster::connect(config).await.expect("cluster handle");
+    wait_until("a primary elected", || {
+        let ready = cluster.health().is_ready();
+        async move { ready }
+    })
+    .await;
+    cluster
+}
+
+/// Waits until `replicas` replicas are readable (up, answering, within the
+/// lag bounds) and there is a primary, up to [`BOUND`].
+pub(crate) async fn wait_readable(cluster: &Cluster, replicas: usize) {
+    wait_until("a primary and every replica readable", || {
+        let health = cluster.health();
+        let ready = health.is_ready() && health.readable_replicas().count() == replicas;
+        async move { ready }
+    })
+    .await;
 }
 
 /// testkit's node id for our node id (same order: the URL lists nodes in
