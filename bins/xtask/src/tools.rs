@@ -85,7 +85,10 @@ fn install_bao() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Runs an installer with its output on stderr: stdout belongs to xtask
+/// (`eval "$(cargo xtask tools)"` reads it).
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.stdout(std::process::Stdio::from(std::io::stderr()));
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("running {shown}"))?;
     if !status.success() {
