@@ -576,12 +576,21 @@ async fn listing(stack: &Stack) {
             .iter()
             .all(|s| s["status"] == "ACTIVE")
     );
+    // A well-formed but forged cursor for 5000 BC: before PostgreSQL's
+    // timestamptz range, so it must be refused here, not fail in SQL (500).
+    let ancient = store_domain::Cursor::new(
+        time::OffsetDateTime::from_unix_timestamp(-220_000_000_000).unwrap(),
+        uuid::Uuid::nil(),
+    )
+    .encode();
+    let ancient = format!("cursor={ancient}");
     for bad in [
         "limit=0",
         "limit=201",
         "limit=abc",
         "status=NOPE",
         "cursor=';DROP",
+        ancient.as_str(),
     ] {
         let response = stack
             .http

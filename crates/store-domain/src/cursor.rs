@@ -110,8 +110,16 @@ impl Cursor {
         let (Ok(nanos), Ok(id)) = (<[u8; 16]>::try_from(nanos), <[u8; 16]>::try_from(id)) else {
             return Err(CursorError::Length);
         };
-        let created_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from_be_bytes(nanos))
-            .map_err(|_| CursorError::Time)?;
+        let nanos = i128::from_be_bytes(nanos);
+        // Stores are created long after 1970; an earlier time can only be a
+        // forged cursor, and one before 4713 BC would even make PostgreSQL's
+        // `timestamptz` fail ("timestamp out of range"): refuse it here as
+        // bad input, not later as a server error.
+        if nanos < 0 {
+            return Err(CursorError::Time);
+        }
+        let created_at =
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| CursorError::Time)?;
         Ok(Self {
             created_at,
             id: Uuid::from_bytes(id),
@@ -179,7 +187,7 @@ pub enum CursorError {
     /// A format this version does not read.
     #[error("the cursor has an unknown format ({0})")]
     Format(u8),
-    /// The time is out of range.
+    /// The time is out of range (before 1970, or beyond what `time` holds).
     #[error("the cursor's time is out of range")]
     Time,
 }
@@ -191,12 +199,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_time_before_1970_is_refused() {
+        let cursor = Cursor::new(datetime!(1969-12-31 23:59:59.999999999 UTC), Uuid::nil());
+        assert_eq!(Cursor::decode(&cursor.encode()), Err(CursorError::Time));
+        let ancient = Cursor::new(datetime!(-5000-01-01 00:00:00 UTC), Uuid::nil());
+        assert_eq!(Cursor::decode(&ancient.encode()), Err(CursorError::Time));
+    }
+
+    #[test]
     fn round_trips_exactly() {
         let id = Uuid::from_u128(0x0192_0000_7000_8000_0000_0000_0000_0001);
         for at in [
             datetime!(2026-11-26 09:30:00.123456789 UTC),
             datetime!(1970-01-01 00:00:00 UTC),
-            datetime!(1969-12-31 23:59:59.999999999 UTC),
             datetime!(2026-11-26 10:30:00.5 +01:00),
         ] {
             let cursor = Cursor::new(at, id);
@@ -251,6 +266,14 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn times_before_1970_are_refused(nanos in i128::MIN..0, id in proptest::num::u128::ANY) {
+            let mut payload = vec![FORMAT_V1];
+            payload.extend_from_slice(&nanos.to_be_bytes());
+            payload.extend_from_slice(&id.to_be_bytes());
+            proptest::prop_assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(payload)), Err(CursorError::Time));
+        }
+
+        #[test]
         fn decode_never_panics(text in ".{0,80}") {
             let _ = Cursor::decode(&text);
         }
@@ -261,7 +284,7 @@ mod tests {
         }
 
         #[test]
-        fn any_valid_cursor_round_trips(nanos in -10_000_000_000_000_000_000_i128..10_000_000_000_000_000_000, id in proptest::num::u128::ANY) {
+        fn any_valid_cursor_round_trips(nanos in 0_i128..10_000_000_000_000_000_000, id in proptest::num::u128::ANY) {
             let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
             let cursor = Cursor::new(at, Uuid::from_u128(id));
             proptest::prop_assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
