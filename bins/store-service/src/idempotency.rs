@@ -246,7 +246,17 @@ enum Claim {
 
 /// The middleware, on the API routes.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !matches!(*request.method(), Method::POST | Method::PUT) {
+    // Only the two write routes take a key: anything else (an unknown path,
+    // a wrong method) must not write idempotency rows.
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str);
+    let write_route = matches!(
+        (request.method(), matched),
+        (&Method::POST, Some("/api/stores")) | (&Method::PUT, Some("/api/stores/{id}"))
+    );
+    if !write_route {
         return next.run(request).await;
     }
     let Some(key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {

@@ -134,11 +134,12 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             state.clone(),
             idempotency::layer,
         ))
-        .layer(middleware::from_fn(metrics::layer))
         .layer(middleware::from_fn_with_state(
             request_timeout,
             timeout::layer,
         ))
+        // Outside the timeout, so a timed-out request (504) is counted too.
+        .layer(middleware::from_fn(metrics::layer))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }

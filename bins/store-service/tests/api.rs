@@ -718,6 +718,41 @@ async fn idempotency(stack: &Stack) {
         .unwrap();
     assert_eq!(history["events"].as_array().unwrap().len(), 2);
 
+    // Only the write routes take a key: an unknown path or a wrong method
+    // with a key writes no idempotency row.
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/not-a-route"),
+        (
+            reqwest::Method::POST,
+            "/api/stores/00000000-0000-0000-0000-000000000000",
+        ),
+    ] {
+        let response = stack
+            .http
+            .request(method.clone(), stack.url(path))
+            .header("idempotency-key", "key-not-a-write-route")
+            .json(&json!({"name": "Nowhere"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{method} {path}: {}",
+            response.status()
+        );
+    }
+    let stray = admin
+        .query_opt(
+            "SELECT 1 FROM idempotency_keys WHERE key = 'key-not-a-write-route'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        stray.is_none(),
+        "a request outside the write routes stored an idempotency row"
+    );
+
     // Expired records (older than 24 h) are ignored.
     admin.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'key-create-1'", &[]).await.unwrap();
     let fresh = stack

@@ -58,6 +58,21 @@ async fn a_hung_request_is_a_504_and_the_service_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "the service did not recover after the thaw");
+    // The 504 is counted in the metrics (the metrics layer wraps the timeout).
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total") && l.contains("status=\"504\"")),
+        "no 504 in /metrics:\n{metrics}"
+    );
     let health = http.get(format!("{base}/ready")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 }
