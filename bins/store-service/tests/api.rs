@@ -188,10 +188,14 @@ async fn create_read_update_history(stack: &Stack) {
         .await
         .unwrap();
     assert_eq!(renamed.status(), StatusCode::OK);
+    let renamed_token = renamed.headers()["read-after"].clone();
 
+    // With the last write's token, the history has it (a lagging replica is
+    // not used).
     let history: Value = stack
         .http
         .get(stack.url(&format!("{location}/history")))
+        .header("read-after", renamed_token)
         .send()
         .await
         .unwrap()
@@ -251,17 +255,21 @@ async fn create_read_update_history(stack: &Stack) {
         "NOT_FOUND",
     )
     .await;
-    problem(
-        stack
-            .http
-            .get(stack.url("/api/stores/not-a-uuid"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "INVALID_ID",
-    )
-    .await;
+    // Not a UUID, or not even UTF-8 once percent-decoded: a problem, never
+    // axum's plain-text rejection.
+    for path in [
+        "/api/stores/not-a-uuid",
+        "/api/stores/%FF",
+        "/api/stores/%FF/history",
+        "/api/stores/%FF/secrets",
+    ] {
+        problem(
+            stack.http.get(stack.url(path)).send().await.unwrap(),
+            400,
+            "INVALID_ID",
+        )
+        .await;
+    }
     problem(
         stack.http.get(stack.url("/nowhere")).send().await.unwrap(),
         404,
@@ -364,17 +372,26 @@ async fn concurrent_puts_one_winner(stack: &Stack) {
     for i in 0..20 {
         let (http, url) = (stack.http.clone(), stack.url(&location));
         tasks.spawn(async move {
-            http.put(url)
+            let response = http
+                .put(url)
                 .json(&json!({"name": format!("Racer {i}"), "version": 1}))
                 .send()
                 .await
-                .unwrap()
-                .status()
+                .unwrap();
+            (
+                response.status(),
+                response.headers().get("read-after").cloned(),
+            )
         });
     }
     let mut statuses = Vec::new();
-    while let Some(status) = tasks.join_next().await {
-        statuses.push(status.unwrap());
+    let mut winner_token = None;
+    while let Some(result) = tasks.join_next().await {
+        let (status, token) = result.unwrap();
+        if status == StatusCode::OK {
+            winner_token = token;
+        }
+        statuses.push(status);
     }
     let wins = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     let conflicts = statuses
@@ -385,6 +402,7 @@ async fn concurrent_puts_one_winner(stack: &Stack) {
     let history: Value = stack
         .http
         .get(stack.url(&format!("{location}/history")))
+        .header("read-after", winner_token.expect("the winner's Read-After"))
         .send()
         .await
         .unwrap()
@@ -710,6 +728,7 @@ async fn idempotency(stack: &Stack) {
     let history: Value = stack
         .http
         .get(stack.url(&format!("{location}/history")))
+        .header("read-after", replay.headers()["read-after"].clone())
         .send()
         .await
         .unwrap()

@@ -200,14 +200,10 @@ fn settle<T>(
     ))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    StoreId(id): StoreId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let token = headers
-        .get(READ_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(read_after::decode);
+    let token = read_after_token(&headers);
     let (store, _) = find(&state, id, token)
         .await?
         .ok_or(ApiError::Code(ErrorCode::NotFound))?;
@@ -236,11 +232,10 @@ pub async fn update(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     claim: Option<Extension<Claimed>>,
-    Path(id): Path<String>,
+    StoreId(id): StoreId,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     let value = json_body(&headers, body).await?;
     let mut valid = ValidUpdate::from_json(value)?;
     let mut source = VersionSource::Body;
@@ -327,20 +322,18 @@ pub async fn update(
     ))]
 pub async fn history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    StoreId(id): StoreId,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let mut events = state
-        .cluster
-        .read_op(move |conn| Box::pin(async move { storage::history(&***conn, id).await }))
-        .await?;
+    let mut events = match read_after_token(&headers) {
+        Some(token) => state.cluster.read_op_after(&token, history_op(id)).await?,
+        None => state.cluster.read_op(history_op(id)).await?,
+    };
     if events.is_empty() {
         let primary = CommitToken::primary_only(state.cluster.generation());
         events = state
             .cluster
-            .read_op_after(&primary, move |conn| {
-                Box::pin(async move { storage::history(&***conn, id).await })
-            })
+            .read_op_after(&primary, history_op(id))
             .await?;
     }
     if events.is_empty() {
@@ -364,10 +357,10 @@ pub async fn history(
     ))]
 pub async fn secrets(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    StoreId(id): StoreId,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let (_, sealed) = find(&state, id, None)
+    let (_, sealed) = find(&state, id, read_after_token(&headers))
         .await?
         .ok_or(ApiError::Code(ErrorCode::NotFound))?;
     let secrets = state.secrets.open(&sealed).await?;
@@ -392,6 +385,16 @@ async fn find(state: &AppState, id: Uuid, token: Option<CommitToken>) -> Result<
     Ok(state.cluster.read_op_after(&primary, find_op(id)).await?)
 }
 
+/// The operation reading store `id`'s audit trail.
+fn history_op(
+    id: Uuid,
+) -> impl for<'c> FnMut(
+    &'c mut db_failover::Connection,
+) -> db_failover::OpFuture<'c, Vec<store_domain::StoreEvent>>
++ Send {
+    move |conn| Box::pin(async move { storage::history(&***conn, id).await })
+}
+
 /// A stored store and its sealed secrets.
 type Found = Option<(Store, serde_json::Map<String, Value>)>;
 
@@ -403,9 +406,36 @@ fn find_op(
     move |conn| Box::pin(async move { storage::find(&***conn, id).await })
 }
 
+/// The `Read-After` token a client sent back, if any.
+fn read_after_token(headers: &HeaderMap) -> Option<CommitToken> {
+    headers
+        .get(READ_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(read_after::decode)
+}
+
 /// The path id, or 400 INVALID_ID.
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(id).map_err(|_| ApiError::Code(ErrorCode::InvalidId))
+}
+
+/// The `{id}` of a store route: a UUID, or a 400 `INVALID_ID` problem,
+/// also when the segment is not even UTF-8 (`/api/stores/%FF`), which
+/// axum's own `Path` rejection would answer in plain text.
+pub struct StoreId(pub Uuid);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StoreId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::Code(ErrorCode::InvalidId))?;
+        parse_id(&id).map(StoreId)
+    }
 }
 
 /// Now, at PostgreSQL's precision (microseconds), so what is returned is
