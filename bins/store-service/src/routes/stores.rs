@@ -325,17 +325,13 @@ pub async fn history(
     StoreId(id): StoreId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut events = match read_after_token(&headers) {
-        Some(token) => state.cluster.read_op_after(&token, history_op(id)).await?,
-        None => state.cluster.read_op(history_op(id)).await?,
-    };
-    if events.is_empty() {
-        let primary = CommitToken::primary_only(state.cluster.generation());
-        events = state
-            .cluster
-            .read_op_after(&primary, history_op(id))
-            .await?;
-    }
+    let events = read_confirmed(
+        &state,
+        read_after_token(&headers),
+        || history_op(id),
+        Vec::is_empty,
+    )
+    .await?;
     if events.is_empty() {
         return Err(ApiError::Code(ErrorCode::NotFound));
     }
@@ -374,15 +370,31 @@ pub async fn secrets(
 /// A store from a replica (after `token`), confirmed on the primary when
 /// the replica has none.
 async fn find(state: &AppState, id: Uuid, token: Option<CommitToken>) -> Result<Found, ApiError> {
+    read_confirmed(state, token, || find_op(id), Option::is_none).await
+}
+
+/// Reads with the operation `op()` makes, from a replica (one that has
+/// replayed `token`, when given); a result that looks `missing` is read
+/// again on the primary, so a lagging replica never turns into a false 404.
+async fn read_confirmed<T, Op>(
+    state: &AppState,
+    token: Option<CommitToken>,
+    op: impl Fn() -> Op,
+    missing: impl Fn(&T) -> bool,
+) -> Result<T, ApiError>
+where
+    Op: for<'c> FnMut(&'c mut db_failover::Connection) -> db_failover::OpFuture<'c, T>,
+    T: Send,
+{
     let found = match token {
-        Some(token) => state.cluster.read_op_after(&token, find_op(id)).await?,
-        None => state.cluster.read_op(find_op(id)).await?,
+        Some(token) => state.cluster.read_op_after(&token, op()).await?,
+        None => state.cluster.read_op(op()).await?,
     };
-    if found.is_some() {
+    if !missing(&found) {
         return Ok(found);
     }
     let primary = CommitToken::primary_only(state.cluster.generation());
-    Ok(state.cluster.read_op_after(&primary, find_op(id)).await?)
+    Ok(state.cluster.read_op_after(&primary, op()).await?)
 }
 
 /// The operation reading store `id`'s audit trail.
