@@ -24,9 +24,9 @@
 use std::time::Duration;
 
 use axum::{
-    body::{Body, Bytes},
+    body::Body,
     extract::{Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -39,7 +39,7 @@ use crate::{
     problem::{self, ApiError},
     read_after::{self, READ_AFTER},
     request_id::RequestId,
-    routes::stores::MAX_BODY_BYTES,
+    routes::stores::read_body,
     startup::AppState,
     storage::SqlResult,
 };
@@ -73,8 +73,8 @@ pub struct Claimed {
     pub scope: String,
     /// The `Idempotency-Key` value.
     pub key: String,
-    /// The fingerprint input (`If-Match` and body; hashed by PostgreSQL).
-    pub input: Vec<u8>,
+    /// The request's fingerprint ([`crate::fingerprint`]).
+    pub fingerprint: Vec<u8>,
 }
 
 /// A response as recorded: status, the [`KEPT_HEADERS`] and the body.
@@ -181,9 +181,9 @@ impl Lock {
 pub async fn lock(tx: &impl GenericClient, claim: &Claimed) -> SqlResult<Lock> {
     let row = tx
         .query_opt(
-            "SELECT fingerprint = sha256($3), status, headers, body FROM idempotency_keys \
+            "SELECT fingerprint = $3, status, headers, body FROM idempotency_keys \
              WHERE scope = $1 AND key = $2 FOR UPDATE NOWAIT",
-            &[&claim.scope, &claim.key, &claim.input],
+            &[&claim.scope, &claim.key, &claim.fingerprint],
         )
         .await;
     let row = match row {
@@ -278,13 +278,18 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .unwrap_or_default();
     let path = request.uri().path().to_owned();
     let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError::Code(ErrorCode::PayloadTooLarge).into_response();
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
     };
+    let if_match = parts
+        .headers
+        .get(header::IF_MATCH)
+        .map(HeaderValue::as_bytes);
     let claimed = Claimed {
         scope,
         key,
-        input: fingerprint(&parts.headers, &bytes),
+        fingerprint: state.fingerprints.fingerprint(if_match, &bytes),
     };
     match claim(&state, &claimed).await {
         Ok(Claim::Claimed) => {}
@@ -315,18 +320,6 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     finish(&state, claimed, response).await
 }
 
-/// The request's fingerprint input: `If-Match` and the body (hashed with
-/// SHA-256 by PostgreSQL).
-fn fingerprint(headers: &HeaderMap, body: &Bytes) -> Vec<u8> {
-    let mut input = headers
-        .get(header::IF_MATCH)
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_default();
-    input.push(b'\n');
-    input.extend_from_slice(body);
-    input
-}
-
 /// Claims the key (a committed row without a response), or says why not.
 async fn claim(state: &AppState, claimed: &Claimed) -> Result<Claim, ApiError> {
     let claimed = claimed.clone();
@@ -336,7 +329,11 @@ async fn claim(state: &AppState, claimed: &Claimed) -> Result<Claim, ApiError> {
         .write_op_with(OpOptions::new().idempotent(true), move |conn| {
             let (claimed, retention) = (claimed.clone(), retention.clone());
             Box::pin(async move {
-                let Claimed { scope, key, input } = &claimed;
+                let Claimed {
+                    scope,
+                    key,
+                    fingerprint,
+                } = &claimed;
                 // An expired record is forgotten first.
                 conn.execute(
                     "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 \
@@ -347,8 +344,8 @@ async fn claim(state: &AppState, claimed: &Claimed) -> Result<Claim, ApiError> {
                 let inserted = conn
                     .execute(
                         "INSERT INTO idempotency_keys (scope, key, fingerprint) \
-                         VALUES ($1, $2, sha256($3)) ON CONFLICT DO NOTHING",
-                        &[scope, key, input],
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[scope, key, fingerprint],
                     )
                     .await?;
                 if inserted == 1 {

@@ -35,7 +35,7 @@
 //! `BAO_ADDR`/`VAULT_ADDR`, `BAO_ROLE_ID`, `BAO_SECRET_ID` or `BAO_TOKEN`,
 //! `DB_PRIMARY`, `DB_REPLICAS`, `DB_NAME`, `DATABASE_URL` (fallback),
 //! `VAULT_DB_ROLE`, `VAULT_DB_MOUNT`, `TRANSIT_MOUNT`, `TRANSIT_KEY`,
-//! `VAULT_STARTUP_TIMEOUT_SECS`, `DB_MAX_CONNECTIONS`, `REQUEST_TIMEOUT_SECS`,
+//! `IDEMPOTENCY_HMAC_KEY`, `VAULT_STARTUP_TIMEOUT_SECS`, `DB_MAX_CONNECTIONS`, `REQUEST_TIMEOUT_SECS`,
 //! `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `HOST`).
 //! `store-service migrate` applies `migrations/` with
 //! `MIGRATION_DATABASE_URL` (the schema owner); the runtime user from Vault
@@ -56,6 +56,10 @@
 //! - `refinery`: `store-service migrate` (same history table as testkit).
 //! - `clap` (`derive`, `env`): the typed configuration and `--help`.
 //! - `secrecy`: configuration secrets that never print.
+//! - `ring` (already built for rustls): the HMAC-SHA-256 of `Idempotency-Key`
+//!   fingerprints and the random key of the fallback.
+//! - `http-body-util`: tells a body over the limit (413) from one that
+//!   cannot be read (400).
 //! - `metrics`, `metrics-exporter-prometheus` (no HTTP listener of its
 //!   own): `/metrics`.
 //! - `utoipa`, `utoipa-axum`: `/openapi.json` from the handlers'
@@ -71,6 +75,7 @@
 //! - `time`: timestamps; `serde`, `serde_json`: JSON; `thiserror`,
 //!   `anyhow`: errors.
 
+pub mod fingerprint;
 pub mod idempotency;
 pub mod metrics;
 pub mod migrate;

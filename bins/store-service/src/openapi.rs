@@ -7,7 +7,15 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use utoipa::OpenApi;
+use store_domain::ErrorCode;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        self as oa, ContentBuilder, Object, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
+        header::{Header, HeaderBuilder},
+        path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem},
+    },
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{metrics, readiness, routes as api, routes::stores, startup::AppState};
@@ -21,6 +29,181 @@ use crate::{metrics, readiness, routes as api, routes::stores, startup::AppState
 )]
 pub struct ApiDoc;
 
+/// What every operation shares, added to the document once rather than
+/// repeated on each handler: `X-Request-Id` and `traceparent` on requests,
+/// `X-Request-Id` on every response, `Retry-After` on retryable problems,
+/// the 500/503/504 every API route can answer, `Idempotent-Replayed` on
+/// the responses of the two routes that take an `Idempotency-Key`, and the
+/// list of problem types (`error` codes with their `type` URI and status).
+/// Applied by [`document`], once the routes are in.
+struct Conventions;
+
+/// The operations that take an `Idempotency-Key`.
+const IDEMPOTENT: [(&str, &str); 2] = [("post", "/api/stores"), ("put", "/api/stores/{id}")];
+
+fn string_schema() -> Object {
+    Object::with_type(Type::String)
+}
+
+fn header(description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(Some(string_schema()))
+        .description(Some(description))
+        .build()
+}
+
+fn problem_response(description: &str, retry_after: bool) -> oa::Response {
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            store_domain::PROBLEM_CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .header_ref(
+            "X-Request-Id",
+            Ref::new("#/components/headers/X-Request-Id"),
+        );
+    if retry_after {
+        response = response.header_ref("Retry-After", Ref::new("#/components/headers/Retry-After"));
+    }
+    response.build()
+}
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.headers.insert(
+            "X-Request-Id".into(),
+            header("The request id (the client's when it is 1 to 128 visible ASCII characters, else a UUIDv7); also in every log line and problem body").into(),
+        );
+        components.headers.insert(
+            "Retry-After".into(),
+            header("Seconds to wait before sending the request again").into(),
+        );
+        components.headers.insert(
+            "Idempotent-Replayed".into(),
+            header("`true` when this is the stored first response of an earlier request with the same Idempotency-Key").into(),
+        );
+        for (name, code, retry) in [
+            ("InternalError", ErrorCode::InternalError, false),
+            ("ServiceUnavailable", ErrorCode::ServiceUnavailable, true),
+            ("Timeout", ErrorCode::Timeout, true),
+        ] {
+            components.responses.insert(
+                name.into(),
+                problem_response(&format!("`{}`: {}", code.as_str(), code.message()), retry).into(),
+            );
+        }
+        if let Some(RefOr::T(Schema::Object(problem))) = components.schemas.get_mut("Problem") {
+            let types = ErrorCode::ALL
+                .iter()
+                .map(|c| format!("- `{}` ({}): `{}`", c.as_str(), c.status(), c.type_uri()))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let described = problem.description.take().unwrap_or_default();
+            problem.description = Some(format!(
+                "{described}\n\nProblem types (`error`, status, `type`):\n{types}"
+            ));
+        }
+
+        // This document's own route (served by `serve`, outside the router
+        // the handlers' annotations describe).
+        openapi.paths.paths.insert(
+            "/openapi.json".into(),
+            PathItem::new(
+                HttpMethod::Get,
+                OperationBuilder::new()
+                    .tag("operations")
+                    .operation_id(Some("openapi"))
+                    .response(
+                        "200",
+                        ResponseBuilder::new()
+                            .description("This OpenAPI 3.1 document")
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Object::with_type(Type::Object)))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+
+        let request_headers = [
+            (
+                "X-Request-Id",
+                "Your request id (1 to 128 visible ASCII characters); echoed back",
+            ),
+            (
+                "traceparent",
+                "W3C trace context; the request's span becomes its child",
+            ),
+        ];
+        for (path, item) in &mut openapi.paths.paths {
+            let api = path.starts_with("/api/");
+            for (method, operation) in [
+                ("get", item.get.as_mut()),
+                ("put", item.put.as_mut()),
+                ("post", item.post.as_mut()),
+            ] {
+                let Some(operation) = operation else { continue };
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                for (name, description) in request_headers {
+                    parameters.push(
+                        ParameterBuilder::new()
+                            .name(name)
+                            .parameter_in(ParameterIn::Header)
+                            .required(Required::False)
+                            .description(Some(description))
+                            .schema(Some(string_schema()))
+                            .build()
+                            .into(),
+                    );
+                }
+                let idempotent = IDEMPOTENT.contains(&(method, path.as_str()));
+                for (status, response) in &mut operation.responses.responses {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    response.headers.insert(
+                        "X-Request-Id".into(),
+                        RefOr::Ref(Ref::new("#/components/headers/X-Request-Id")),
+                    );
+                    if idempotent {
+                        response.headers.insert(
+                            "Idempotent-Replayed".into(),
+                            RefOr::Ref(Ref::new("#/components/headers/Idempotent-Replayed")),
+                        );
+                    }
+                    if matches!(status.as_str(), "409" | "503" | "504") {
+                        response.headers.insert(
+                            "Retry-After".into(),
+                            RefOr::Ref(Ref::new("#/components/headers/Retry-After")),
+                        );
+                    }
+                }
+                if api {
+                    for (status, name) in [
+                        ("500", "InternalError"),
+                        ("503", "ServiceUnavailable"),
+                        ("504", "Timeout"),
+                    ] {
+                        operation
+                            .responses
+                            .responses
+                            .entry(status.into())
+                            .or_insert_with(|| Ref::from_response_name(name).into());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every documented route, with its handler.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -31,6 +214,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::health::health))
         .routes(routes!(readiness::ready))
         .routes(routes!(metrics::render))
+}
+
+/// The routes and the finished document ([`Conventions`] applied).
+pub fn document() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut document) = router().split_for_parts();
+    Conventions.modify(&mut document);
+    (routes, document)
 }
 
 /// Serves the rendered document.

@@ -1,7 +1,9 @@
 //! `GET /ready`: 200 only when the database credentials are loaded and the
 //! primary is reachable, else 503 naming the failing check. Credentials from
 //! the `DATABASE_URL` fallback (Vault unreachable at start) are reported as
-//! `degraded`, with 200: the service works, without rotation or secrets.
+//! `degraded`, with 200: the service works, without rotation or secrets;
+//! so is an `Idempotency-Key` fingerprint key of this process only (no
+//! Vault and no `IDEMPOTENCY_HMAC_KEY`).
 
 use std::time::SystemTime;
 
@@ -13,7 +15,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use crate::startup::{AppState, CredentialSource};
+use crate::{
+    fingerprint::KeySource,
+    startup::{AppState, CredentialSource},
+};
 
 /// The readiness report.
 #[utoipa::path(get, path = "/ready", tag = "operations",
@@ -53,8 +58,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         ),
         (CredentialSource::Vault, None) => (false, json!({"status": "down"})),
     };
+    let ephemeral = state.fingerprints.source() == KeySource::Ephemeral;
+    let idempotency = json!({
+        "status": if ephemeral { "degraded" } else { "up" },
+        "fingerprintKey": match state.fingerprints.source() {
+            KeySource::Configured => "IDEMPOTENCY_HMAC_KEY",
+            KeySource::Transit => "transit",
+            KeySource::Ephemeral => "this process only",
+        },
+    });
     let ok = health.is_ready() && secrets_ok;
-    let degraded = matches!(state.source, CredentialSource::Fallback { .. });
+    let degraded = matches!(state.source, CredentialSource::Fallback { .. }) || ephemeral;
     let status = match (ok, degraded) {
         (false, _) => "unavailable",
         (true, true) => "degraded",
@@ -63,7 +77,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let body: Value = json!({
         "status": status,
         "service": "store-service",
-        "checks": {"database": database, "secrets": secrets},
+        "checks": {"database": database, "secrets": secrets, "idempotency": idempotency},
     });
     let code = if ok {
         StatusCode::OK

@@ -103,6 +103,13 @@ pub struct Settings {
     #[arg(long, env = "TRANSIT_KEY", default_value = "store-secrets")]
     pub transit_key: String,
 
+    /// Key of the `Idempotency-Key` request fingerprints (HMAC-SHA-256),
+    /// shared by every instance. Unset: derived from the Transit key
+    /// (`transit/hmac`, key version 1) when Vault is in use, else a
+    /// per-process key (reported as degraded on `/ready`).
+    #[arg(long, env = "IDEMPOTENCY_HMAC_KEY", hide_env_values = true)]
+    pub idempotency_hmac_key: Option<Secret>,
+
     /// How long to retry Vault at start before falling back to
     /// `DATABASE_URL`, in seconds.
     #[arg(long, env = "VAULT_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
@@ -146,6 +153,7 @@ impl Settings {
             vault_db_mount: "database".into(),
             transit_mount: "transit".into(),
             transit_key: "store-secrets".into(),
+            idempotency_hmac_key: None,
             vault_startup_timeout_secs: 30,
             db_max_connections: 16,
             request_timeout_secs: 15,

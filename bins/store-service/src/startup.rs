@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use vault_client::{AuthMethod, Client, ExposeSecret, LeaseManager};
 
 use crate::{
-    idempotency, metrics, request_id, routes as api, secrets::SecretBox, settings::Settings,
-    timeout,
+    fingerprint::FingerprintKey, idempotency, metrics, request_id, routes as api,
+    secrets::SecretBox, settings::Settings, timeout,
 };
 
 /// Where the database credentials came from.
@@ -39,6 +39,8 @@ pub struct AppState {
     pub leases: Option<Arc<LeaseManager>>,
     /// Where the credentials came from.
     pub source: CredentialSource,
+    /// The key of `Idempotency-Key` fingerprints.
+    pub fingerprints: FingerprintKey,
     /// The metrics registry's renderer.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -62,7 +64,18 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         vault_client::install_crypto_provider();
         let metrics = metrics::install();
-        let (vault, leases, source) = connect_vault(&settings).await;
+        let (vault, leases, derived, source) = connect_vault(&settings).await;
+        let fingerprints = match (&settings.idempotency_hmac_key, derived) {
+            (Some(configured), _) => FingerprintKey::configured(configured.expose().as_bytes()),
+            (None, Some(derived)) => derived,
+            (None, None) => {
+                tracing::warn!(
+                    "no IDEMPOTENCY_HMAC_KEY and no Vault: Idempotency-Key fingerprints use a \
+                     key of this process only (a retry reaching another instance gets a 422)"
+                );
+                FingerprintKey::ephemeral()
+            }
+        };
         let cluster = connect_database(&settings, leases.as_ref(), &source).await?;
         let secrets = SecretBox::new(
             vault.as_ref().map(|c| c.transit(&settings.transit_mount)),
@@ -74,6 +87,7 @@ impl Application {
             vault,
             leases: leases.map(Arc::new),
             source,
+            fingerprints,
             metrics,
         };
         let router = router(state.clone(), settings.request_timeout());
@@ -121,7 +135,7 @@ impl Application {
 
 /// Every route and layer.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let (routes, document) = crate::openapi::router().split_for_parts();
+    let (routes, document) = crate::openapi::document();
     let document = Arc::new(document.to_pretty_json().unwrap_or_default());
     routes
         .route(
@@ -144,19 +158,22 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
 }
 
-/// Vault → AppRole/token login → lease manager, retried with back-off up
-/// to the start-up budget; on failure, the fallback with its cause.
-async fn connect_vault(
-    settings: &Settings,
-) -> (Option<Client>, Option<LeaseManager>, CredentialSource) {
+/// What Vault gave at start: a client, the lease manager of the database
+/// credentials and the fingerprint key derived from Transit.
+type VaultStart = (
+    Option<Client>,
+    Option<LeaseManager>,
+    Option<FingerprintKey>,
+    CredentialSource,
+);
+
+/// Vault → AppRole/token login → lease manager → fingerprint key, retried
+/// with back-off up to the start-up budget; on failure, the fallback with
+/// its cause.
+async fn connect_vault(settings: &Settings) -> VaultStart {
+    let fallback = |cause: String| (None, None, None, CredentialSource::Fallback { cause });
     let Some(address) = settings.vault_address() else {
-        return (
-            None,
-            None,
-            CredentialSource::Fallback {
-                cause: "no BAO_ADDR/VAULT_ADDR configured".into(),
-            },
-        );
+        return fallback("no BAO_ADDR/VAULT_ADDR configured".into());
     };
     let auth = match (
         &settings.bao_role_id,
@@ -165,15 +182,7 @@ async fn connect_vault(
     ) {
         (Some(role), Some(secret), _) => AuthMethod::approle(role.clone(), secret.expose()),
         (_, _, Some(token)) => AuthMethod::token(token.expose()),
-        _ => {
-            return (
-                None,
-                None,
-                CredentialSource::Fallback {
-                    cause: "no BAO_ROLE_ID/BAO_SECRET_ID or BAO_TOKEN configured".into(),
-                },
-            );
-        }
+        _ => return fallback("no BAO_ROLE_ID/BAO_SECRET_ID or BAO_TOKEN configured".into()),
     };
     let deadline = tokio::time::Instant::now() + settings.vault_startup_timeout();
     let mut delay = Duration::from_millis(250);
@@ -191,21 +200,33 @@ async fn connect_vault(
                 .lease_manager(&settings.vault_db_role)
                 .start()
                 .await?;
-            Ok::<_, anyhow::Error>((client, manager))
+            let fingerprints = match settings.idempotency_hmac_key {
+                Some(_) => None,
+                None => Some(
+                    FingerprintKey::from_transit(
+                        &client.transit(&settings.transit_mount),
+                        &settings.transit_key,
+                    )
+                    .await
+                    .context("deriving the Idempotency-Key fingerprint key (transit/hmac)")?,
+                ),
+            };
+            Ok::<_, anyhow::Error>((client, manager, fingerprints))
         };
         match attempt.await {
-            Ok((client, manager)) => return (Some(client), Some(manager), CredentialSource::Vault),
+            Ok((client, manager, fingerprints)) => {
+                return (
+                    Some(client),
+                    Some(manager),
+                    fingerprints,
+                    CredentialSource::Vault,
+                );
+            }
             Err(error) => {
                 let now = tokio::time::Instant::now();
                 if now + delay >= deadline {
-                    tracing::warn!(%error, "Vault unreachable at start: falling back to DATABASE_URL");
-                    return (
-                        None,
-                        None,
-                        CredentialSource::Fallback {
-                            cause: format!("Vault unreachable at start: {error}"),
-                        },
-                    );
+                    tracing::warn!(error = %format!("{error:#}"), "Vault unreachable at start: falling back to DATABASE_URL");
+                    return fallback(format!("Vault unreachable at start: {error:#}"));
                 }
                 tracing::warn!(%error, retry_in = ?delay, "Vault not ready, retrying");
                 tokio::time::sleep(delay).await;

@@ -2,7 +2,9 @@
 //! `tokio_postgres` clients or transactions.
 
 use serde_json::{Map, Value};
-use store_domain::{ApplyError, Cursor, EventKind, Store, StoreEvent, StoreQuery, ValidUpdate};
+use store_domain::{
+    ApplyError, Cursor, EventKind, Store, StoreEvent, StoreQuery, StoreStatus, ValidUpdate,
+};
 use time::OffsetDateTime;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
@@ -13,27 +15,35 @@ const COLUMNS: &str = "id, name, status, config, version, created_at, updated_at
 /// A database error, or a row that does not decode (a bug or a schema drift).
 pub type SqlResult<T> = Result<T, tokio_postgres::Error>;
 
+/// How many [`COLUMNS`] there are.
+const COLUMN_COUNT: usize = 8;
+
 /// The store of a row, and its sealed secrets.
 fn store_of(row: &Row) -> SqlResult<(Store, Map<String, Value>)> {
-    let status: String = row.try_get(2)?;
-    let config: Value = row.try_get(3)?;
-    let secrets: Value = row.try_get(7)?;
+    store_of_at(row, 0)
+}
+
+/// The store of the [`COLUMNS`] that start at column `at` of a row.
+fn store_of_at(row: &Row, at: usize) -> SqlResult<(Store, Map<String, Value>)> {
+    let status: String = row.try_get(at + 2)?;
+    let config: Value = row.try_get(at + 3)?;
+    let secrets: Value = row.try_get(at + 7)?;
     let secrets = match secrets {
         Value::Object(map) => map,
         _ => Map::new(),
     };
     let store = Store {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
+        id: row.try_get(at)?,
+        name: row.try_get(at + 1)?,
         // The CHECK constraint admits only the three statuses.
         status: status.parse().unwrap_or(store_domain::StoreStatus::INITIAL),
         config: match config {
             Value::Object(map) => map,
             _ => Map::new(),
         },
-        version: row.try_get(4)?,
-        created_at: row.try_get(5)?,
-        updated_at: row.try_get(6)?,
+        version: row.try_get(at + 4)?,
+        created_at: row.try_get(at + 5)?,
+        updated_at: row.try_get(at + 6)?,
         secret_keys: secrets.keys().cloned().collect(),
     };
     Ok((store, secrets))
@@ -131,9 +141,26 @@ pub enum UpdateOutcome {
     Refused(ApplyError),
 }
 
-/// Applies `update` to store `id`: reads it, applies the domain rules, then
-/// writes it in one conditional statement (`WHERE id = $1 AND version =
-/// $2`) with its `UPDATED` event (call inside a transaction).
+/// The [`COLUMNS`] of `alias`, for a statement that names two rows.
+fn columns_of(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Applies `update` to store `id` in ONE conditional statement, then
+/// writes its `UPDATED` event (call inside a transaction).
+///
+/// `UPDATE stores ... WHERE id = $1 AND version = $2 AND status = ANY($8)
+/// RETURNING ...`: the version check, the lifecycle check (the statuses
+/// the requested one may be reached from) and the write are one atomic
+/// step, so two updates of the same version can never both pass. The row
+/// as it was comes from a self-join on the same id and version: a row at
+/// that version is the one being replaced (versions only grow). Only when
+/// nothing was written is the row read again, to say why (no such store, a
+/// stale version, or a refused transition).
 pub async fn update(
     db: &impl GenericClient,
     id: Uuid,
@@ -142,49 +169,82 @@ pub async fn update(
     now: OffsetDateTime,
     request_id: &str,
 ) -> SqlResult<UpdateOutcome> {
-    let Some((before, _)) = find(db, id).await? else {
-        return Ok(UpdateOutcome::NotFound);
+    let Some(expected) = update.expected_version() else {
+        return Ok(UpdateOutcome::Refused(ApplyError::VersionRequired));
     };
-    let after = match before.apply(update, now) {
-        Ok(after) => after,
-        Err(refused) => return Ok(UpdateOutcome::Refused(refused)),
-    };
-    let config = Value::Object(after.config.clone());
+    // The statuses the update may start from: any, unless it asks for one.
+    let from: Vec<&str> = StoreStatus::ALL
+        .iter()
+        .filter(|s| update.status().is_none_or(|next| s.can_transition_to(next)))
+        .map(|s| s.as_str())
+        .collect();
+    let config = update.config().map(|c| Value::Object(c.clone()));
     let secrets = sealed.map(|s| Value::Object(s.clone()));
-    let written = db
-        .execute(
-            "UPDATE stores SET name = $3, status = $4, config = $5, version = $6, updated_at = $7, \
-             secrets = COALESCE($8, secrets) WHERE id = $1 AND version = $2",
+    let sql = format!(
+        "UPDATE stores AS s SET name = COALESCE($3, s.name), status = COALESCE($4, s.status), \
+         config = COALESCE($5, s.config), secrets = COALESCE($6, s.secrets), \
+         version = s.version + 1, updated_at = $7 \
+         FROM stores AS before \
+         WHERE s.id = $1 AND s.version = $2 AND s.status = ANY($8) \
+         AND before.id = s.id AND before.version = $2 \
+         RETURNING {}, {}",
+        columns_of("s"),
+        columns_of("before"),
+    );
+    let row = db
+        .query_opt(
+            &sql,
             &[
                 &id,
-                &before.version,
-                &after.name,
-                &after.status.as_str(),
+                &expected,
+                &update.name(),
+                &update.status().map(StoreStatus::as_str),
                 &config,
-                &after.version,
-                &after.updated_at,
                 &secrets,
+                &now,
+                &from,
             ],
         )
         .await?;
-    if written == 0 {
-        // Another request won the race since the read: report what is there now.
-        let current: Option<i32> = db
-            .query_opt("SELECT version FROM stores WHERE id = $1", &[&id])
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        return Ok(match current {
-            None => UpdateOutcome::NotFound,
-            Some(current) => UpdateOutcome::Refused(ApplyError::VersionMismatch {
-                expected: before.version,
-                current,
-            }),
-        });
-    }
+    let Some(row) = row else {
+        return why_not_updated(db, id, update, expected).await;
+    };
+    let (after, _) = store_of_at(&row, 0)?;
+    let (before, _) = store_of_at(&row, COLUMN_COUNT)?;
     let event = StoreEvent::updated(&before, &after, sealed.is_some(), request_id);
     insert_event(db, &event).await?;
     Ok(UpdateOutcome::Updated(after))
+}
+
+/// Why [`update`] wrote nothing: the store as it is now says.
+async fn why_not_updated(
+    db: &impl GenericClient,
+    id: Uuid,
+    update: &ValidUpdate,
+    expected: i32,
+) -> SqlResult<UpdateOutcome> {
+    let Some((current, _)) = find(db, id).await? else {
+        return Ok(UpdateOutcome::NotFound);
+    };
+    if current.version != expected {
+        return Ok(UpdateOutcome::Refused(ApplyError::VersionMismatch {
+            expected,
+            current: current.version,
+        }));
+    }
+    // Still at the expected version (every change bumps it), so the same
+    // status: the lifecycle refused the transition, and the domain names
+    // it. (The domain accepting it cannot happen; it is answered as a
+    // conflict, which sends the client to read the store again.)
+    Ok(UpdateOutcome::Refused(
+        match current.apply(update, OffsetDateTime::now_utc()) {
+            Err(refused) => refused,
+            Ok(_) => ApplyError::VersionMismatch {
+                expected,
+                current: current.version,
+            },
+        },
+    ))
 }
 
 async fn insert_event(db: &impl GenericClient, event: &StoreEvent) -> SqlResult<()> {

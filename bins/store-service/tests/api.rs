@@ -51,15 +51,7 @@ async fn problem(response: reqwest::Response, status: u16, code: &str) -> Value 
 }
 
 async fn health_ready_metrics_openapi(stack: &Stack) {
-    let health: Value = stack
-        .http
-        .get(stack.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = common::get_json(&stack.http, stack.url("/health")).await;
     assert_eq!(
         health,
         json!({"status": "healthy", "service": "store-service"})
@@ -70,6 +62,10 @@ async fn health_ready_metrics_openapi(stack: &Stack) {
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["checks"]["secrets"]["source"], "vault");
+    assert_eq!(
+        ready["checks"]["idempotency"],
+        json!({"status": "up", "fingerprintKey": "transit"})
+    );
 
     // One request so that the request metrics exist.
     stack
@@ -92,15 +88,7 @@ async fn health_ready_metrics_openapi(stack: &Stack) {
     }
     assert!(text.contains("route=\"/api/stores\""));
 
-    let doc: Value = stack
-        .http
-        .get(stack.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = common::get_json(&stack.http, stack.url("/openapi.json")).await;
     for path in [
         "/api/stores",
         "/api/stores/{id}",
@@ -116,11 +104,81 @@ async fn health_ready_metrics_openapi(stack: &Stack) {
         );
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    assert!(doc["paths"]["/openapi.json"]["get"].is_object());
     let put = &doc["paths"]["/api/stores/{id}"]["put"];
     for code in ["200", "409", "412", "428"] {
         assert!(
             put["responses"][code].is_object(),
             "PUT {code} undocumented"
+        );
+    }
+    // Every response names X-Request-Id; every API operation documents
+    // 500/503/504 and takes X-Request-Id and traceparent.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                if response.get("$ref").is_none() && path != "/openapi.json" {
+                    assert!(
+                        response["headers"]["X-Request-Id"].is_object(),
+                        "{method} {path} {status}: no X-Request-Id"
+                    );
+                }
+            }
+            if path.starts_with("/api/") {
+                for status in ["500", "503", "504"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: {status} undocumented"
+                    );
+                }
+                let params: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                assert!(
+                    params.contains(&"X-Request-Id"),
+                    "{method} {path}: {params:?}"
+                );
+                assert!(
+                    params.contains(&"traceparent"),
+                    "{method} {path}: {params:?}"
+                );
+                if method == "get" && path.contains("{id}") {
+                    assert!(
+                        params.contains(&"Read-After"),
+                        "{method} {path}: {params:?}"
+                    );
+                }
+            }
+        }
+    }
+    for (path, method, status) in [
+        ("/api/stores", "post", "201"),
+        ("/api/stores/{id}", "put", "200"),
+    ] {
+        let headers = &doc["paths"][path][method]["responses"][status]["headers"];
+        assert!(
+            headers["Idempotent-Replayed"].is_object(),
+            "{method} {path}: {headers}"
+        );
+        assert!(
+            headers["Read-After"].is_object(),
+            "{method} {path}: {headers}"
+        );
+    }
+    assert!(
+        doc["components"]["responses"]["ServiceUnavailable"]["headers"]["Retry-After"].is_object()
+    );
+    let problem_doc = doc["components"]["schemas"]["Problem"]["description"]
+        .as_str()
+        .unwrap();
+    for code in store_domain::ErrorCode::ALL {
+        assert!(
+            problem_doc.contains(&code.type_uri()) && problem_doc.contains(code.as_str()),
+            "problem type {code} undocumented"
         );
     }
 }
@@ -354,15 +412,7 @@ async fn optimistic_locking(stack: &Stack) {
         .unwrap();
     problem(bad_etag, 400, "VALIDATION_ERROR").await;
 
-    let got: Value = stack
-        .http
-        .get(stack.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = common::get_json(&stack.http, stack.url(&location)).await;
     assert_eq!(got["store"]["name"], "Locking Shop 2");
 }
 
@@ -578,15 +628,11 @@ async fn listing(stack: &Stack) {
     assert_eq!(sorted.len(), seen.len(), "a store appeared twice");
     assert!(seen.len() >= 5);
 
-    let active: Value = stack
-        .http
-        .get(stack.url("/api/stores?status=ACTIVE&limit=200"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let active: Value = common::get_json(
+        &stack.http,
+        stack.url("/api/stores?status=ACTIVE&limit=200"),
+    )
+    .await;
     assert!(
         active["stores"]
             .as_array()
@@ -679,7 +725,16 @@ async fn idempotency(stack: &Stack) {
         .await
         .unwrap();
     admin
-        .execute("INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, 'key-running', sha256($2))", &[&scope, &b"\n{\"name\":\"Running Shop\"}".to_vec()])
+        .execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, 'key-running', $2)",
+            &[
+                &scope,
+                &stack
+                    .state
+                    .fingerprints
+                    .fingerprint(None, b"{\"name\":\"Running Shop\"}"),
+            ],
+        )
         .await
         .unwrap();
     let running = || {
@@ -798,15 +853,8 @@ async fn secrets_at_rest(stack: &Stack) {
     );
     let id = body["store"]["id"].as_str().unwrap().to_owned();
 
-    let secrets: Value = stack
-        .http
-        .get(stack.url(&format!("/api/stores/{id}/secrets")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let secrets: Value =
+        common::get_json(&stack.http, stack.url(&format!("/api/stores/{id}/secrets"))).await;
     assert_eq!(
         secrets["secrets"],
         json!({"WIFI_PASSWORD": "hunter2-wifi", "API_KEY": "sk-live-123"})
@@ -982,4 +1030,122 @@ async fn edge_never_5xx(stack: &Stack) {
             Ok(())
         })
         .unwrap();
+
+    // The rest of the request: query strings, path ids and the headers the
+    // service reads, as arbitrary bytes (percent-encoded where they go in
+    // the URL, and whatever a header value may carry).
+    let bytes = || prop::collection::vec(any::<u8>(), 0..48);
+    let encode = |raw: &[u8]| raw.iter().map(|b| format!("%{b:02X}")).collect::<String>();
+    let request_parts = (
+        bytes(),
+        bytes(),
+        prop::collection::vec((0..5_usize, bytes()), 0..4),
+        ".{0,12}",
+    );
+    let header_names = [
+        "idempotency-key",
+        "if-match",
+        "read-after",
+        "x-request-id",
+        "traceparent",
+    ];
+    runner
+        .run(&request_parts, |(query, id, headers, plain_query)| {
+            let statuses = tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    let mut statuses = Vec::new();
+                    let with_headers = |mut request: reqwest::RequestBuilder| {
+                        for (name, value) in &headers {
+                            if let Ok(value) = reqwest::header::HeaderValue::from_bytes(value) {
+                                request = request.header(header_names[*name], value);
+                            }
+                        }
+                        request
+                    };
+                    let urls = [
+                        format!("/api/stores?{}", encode(&query)),
+                        format!(
+                            "/api/stores?limit={}&cursor={}&status={}",
+                            encode(&query),
+                            encode(&id),
+                            encode(&query)
+                        ),
+                        format!("/api/stores?{plain_query}"),
+                        format!("/api/stores/{}", encode(&id)),
+                        format!("/api/stores/{}/history", encode(&id)),
+                        format!("/api/stores/{}/secrets", encode(&id)),
+                    ];
+                    for url in &urls {
+                        let response = with_headers(stack.http.get(stack.url(url))).send().await;
+                        statuses.push((url.clone(), response.unwrap().status()));
+                    }
+                    let put = with_headers(stack.http.put(stack.url(&location)))
+                        .json(&json!({"name": "Fuzzed Shop"}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    statuses.push((location.clone(), put));
+                    let post = with_headers(stack.http.post(stack.url("/api/stores")))
+                        .json(&json!({"name": "Fuzzed Header Shop"}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    statuses.push(("POST /api/stores".into(), post));
+                    statuses
+                })
+            });
+            for (url, status) in &statuses {
+                prop_assert!(
+                    !status.is_server_error(),
+                    "{status} for {url} with {headers:?}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    // A body that cannot be read (a broken chunked encoding) is a 400, not
+    // a 413; only a body over the limit is a 413.
+    let broken = raw_request(
+        stack,
+        "POST /api/stores HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(broken.starts_with("HTTP/1.1 400"), "{broken}");
+    assert!(broken.contains("INVALID_BODY"), "{broken}");
+    let keyed = raw_request(
+        stack,
+        "POST /api/stores HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Idempotency-Key: broken-body\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(keyed.starts_with("HTTP/1.1 400"), "{keyed}");
+    assert!(keyed.contains("INVALID_BODY"), "{keyed}");
+    let big = format!(
+        "POST /api/stores HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        70 * 1024,
+        " ".repeat(70 * 1024)
+    );
+    let too_large = raw_request(stack, &big).await;
+    assert!(too_large.starts_with("HTTP/1.1 413"), "{too_large}");
+}
+
+/// Sends `request` as it is over a new connection; returns what came back.
+async fn raw_request(stack: &Stack, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = stack
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The server may answer (and close) before it has read everything.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

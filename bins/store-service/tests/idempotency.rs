@@ -163,14 +163,7 @@ async fn a_failed_update_commit_keeps_the_old_version() {
     let replayed = put().await.unwrap();
     assert_eq!(replayed.status(), StatusCode::OK);
     assert_eq!(replayed.headers()["idempotent-replayed"], "true");
-    let history: Value = stack
-        .http
-        .get(stack.url(&format!("{location}/history")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value =
+        common::get_json(&stack.http, stack.url(&format!("{location}/history"))).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 2, "{history}");
 }

@@ -31,13 +31,16 @@ const PID_FILE: &str = "up.pid";
 const ENV_FILE: &str = "env.sh";
 
 /// The Vault policy of the services: their own KV secrets, their Transit
-/// key, their database credentials and the renewal of their leases.
+/// key (encrypt, decrypt, rewrap and the HMAC that derives the
+/// idempotency fingerprint key), their database credentials and the
+/// renewal of their leases.
 const POLICY: &str = r#"
 path "secret/data/store-service/*"     { capabilities = ["read"] }
 path "secret/metadata/store-service/*" { capabilities = ["read", "list"] }
 path "transit/encrypt/store-secrets"   { capabilities = ["update"] }
 path "transit/decrypt/store-secrets"   { capabilities = ["update"] }
 path "transit/rewrap/store-secrets"    { capabilities = ["update"] }
+path "transit/hmac/store-secrets"      { capabilities = ["update"] }
 path "database/creds/store-service"    { capabilities = ["read"] }
 path "sys/leases/renew"                { capabilities = ["update"] }
 path "sys/leases/revoke"               { capabilities = ["update"] }

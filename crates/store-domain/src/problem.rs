@@ -105,6 +105,10 @@ error_codes! {
     /// The body is not JSON (or nests too deep to read).
     MalformedJson = ("MALFORMED_JSON", 400, "malformed-json", "Malformed JSON",
         "The request body is not valid JSON.", false),
+    /// The body could not be read (a broken chunked encoding, a client
+    /// that stopped sending).
+    InvalidBody = ("INVALID_BODY", 400, "invalid-body", "Invalid body",
+        "The request body could not be read.", false),
     /// The id in the path is not a UUID.
     InvalidId = ("INVALID_ID", 400, "invalid-id", "Invalid id",
         "The store id must be a UUID.", false),
@@ -388,6 +392,7 @@ mod tests {
         let expected = [
             ("VALIDATION_ERROR", 400),
             ("MALFORMED_JSON", 400),
+            ("INVALID_BODY", 400),
             ("INVALID_ID", 400),
             ("INVALID_IDEMPOTENCY_KEY", 400),
             ("UNAUTHORIZED", 401),

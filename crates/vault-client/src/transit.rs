@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::json::Answer;
 use crate::path::ApiPath;
 use crate::retry::Idempotence;
-use crate::secret::SecretBytes;
+use crate::secret::{SecretBytes, SecretString};
 
 /// A Transit engine at one mount. From [`Client::transit`].
 #[derive(Debug, Clone)]
@@ -457,6 +457,35 @@ impl Transit {
                 })
             })
             .collect())
+    }
+
+    /// The HMAC of `input` under `key` (`vault:v<N>:<base64>`), with the
+    /// key's latest version or `key_version`, and `algorithm` (`sha2-256`
+    /// when `None`). Deterministic for a given key version: pin
+    /// `key_version` to get the same value after the key is rotated.
+    /// The value is returned as a [`SecretString`] because callers use it
+    /// as key material.
+    pub async fn hmac(
+        &self,
+        key: &str,
+        input: &[u8],
+        key_version: Option<u64>,
+        algorithm: Option<&str>,
+    ) -> Result<SecretString> {
+        let path = match algorithm {
+            Some(algorithm) => ApiPath::join(&[&self.mount, "hmac", key, algorithm])?,
+            None => self.path("hmac", key)?,
+        };
+        let mut body = Map::new();
+        body.insert("input".into(), b64(input).into());
+        if let Some(version) = key_version {
+            body.insert("key_version".into(), version.into());
+        }
+        let reply = self
+            .post("transit.hmac", &path, &Value::Object(body))
+            .await?;
+        let hmac = Answer::new(path.as_str(), &reply).str("/data/hmac")?;
+        Ok(SecretString::from(hmac.to_owned()))
     }
 
     /// Generates a data key of `bits` (128, 256 or 512; default 256)

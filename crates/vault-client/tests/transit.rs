@@ -192,3 +192,58 @@ async fn transit_round_trip_batch_rewrap_and_data_keys() {
     );
     assert!(!format!("{key:?}").contains(&format!("{:?}", plain.expose_secret())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_is_deterministic_per_key_version() {
+    let bao = common::bao().await;
+    bao.enable_transit("transit").await.unwrap();
+    let client = common::root_client(&bao).await;
+    let transit = client.transit("transit");
+    transit
+        .create_key("fingerprints", "aes256-gcm96")
+        .await
+        .unwrap();
+
+    let first = transit
+        .hmac("fingerprints", b"label", None, None)
+        .await
+        .unwrap();
+    let again = transit
+        .hmac("fingerprints", b"label", None, None)
+        .await
+        .unwrap();
+    assert_eq!(first.expose_secret(), again.expose_secret());
+    assert!(first.expose_secret().starts_with("vault:v1:"));
+    let other = transit
+        .hmac("fingerprints", b"other", None, None)
+        .await
+        .unwrap();
+    assert_ne!(first.expose_secret(), other.expose_secret());
+    let sha512 = transit
+        .hmac("fingerprints", b"label", None, Some("sha2-512"))
+        .await
+        .unwrap();
+    assert_ne!(first.expose_secret(), sha512.expose_secret());
+    assert!(!format!("{first:?}").contains(first.expose_secret()));
+
+    // After a rotation the latest version gives another value; pinning
+    // version 1 gives the first one again.
+    transit.rotate_key("fingerprints").await.unwrap();
+    let latest = transit
+        .hmac("fingerprints", b"label", None, None)
+        .await
+        .unwrap();
+    assert!(latest.expose_secret().starts_with("vault:v2:"));
+    let pinned = transit
+        .hmac("fingerprints", b"label", Some(1), None)
+        .await
+        .unwrap();
+    assert_eq!(pinned.expose_secret(), first.expose_secret());
+
+    // An unknown key is a typed error, not a panic.
+    let missing = transit
+        .hmac("no-such-key", b"label", None, None)
+        .await
+        .unwrap_err();
+    assert!(missing.status().is_some(), "{missing}");
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::{
     Extension, Json,
-    body::Body,
+    body::{Body, Bytes},
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -314,7 +314,7 @@ pub async fn update(
 
 /// `GET /api/stores/{id}/history`: every create and update.
 #[utoipa::path(get, path = "/api/stores/{id}/history", tag = "stores",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path), ("Read-After" = Option<String>, Header, description = "A token from a write response")),
     responses(
         (status = 200, description = "The audit trail, oldest first", body = StoreHistory),
         (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
@@ -344,7 +344,7 @@ pub async fn history(
 
 /// `GET /api/stores/{id}/secrets`: the decrypted secrets.
 #[utoipa::path(get, path = "/api/stores/{id}/secrets", tag = "stores",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path), ("Read-After" = Option<String>, Header, description = "A token from a write response")),
     responses(
         (status = 200, description = "The decrypted secrets", body = SecretsResponse),
         (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
@@ -472,10 +472,28 @@ pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiErro
     if !is_json(headers) {
         return Err(ApiError::Code(ErrorCode::UnsupportedMediaType));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::Code(ErrorCode::PayloadTooLarge))?;
+    let bytes = read_body(body).await?;
     serde_json::from_slice(&bytes).map_err(|_| ApiError::Code(ErrorCode::MalformedJson))
+}
+
+/// The body's bytes: 413 over [`MAX_BODY_BYTES`], 400 `INVALID_BODY` when
+/// it cannot be read (a broken chunked encoding, an aborted upload).
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|error| {
+            let inner = error.into_inner();
+            let too_large =
+                std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            ApiError::Code(if too_large {
+                ErrorCode::PayloadTooLarge
+            } else {
+                ErrorCode::InvalidBody
+            })
+        })
 }
 
 /// Whether the content type is `application/json` (parameters allowed).

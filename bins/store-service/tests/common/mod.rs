@@ -16,6 +16,7 @@ path "sys/leases/renew" { capabilities = ["update"] }
 path "sys/leases/revoke" { capabilities = ["update"] }
 path "transit/encrypt/store-secrets" { capabilities = ["update"] }
 path "transit/decrypt/store-secrets" { capabilities = ["update"] }
+path "transit/hmac/store-secrets" { capabilities = ["update"] }
 path "auth/token/renew-self" { capabilities = ["update"] }
 path "auth/token/lookup-self" { capabilities = ["read"] }
 "#;
@@ -130,4 +131,16 @@ impl Stack {
             .await
             .expect("POST answers")
     }
+}
+
+/// GETs `url` and parses the JSON body, whatever the status.
+#[allow(dead_code)] // not every test file uses it
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("the request is answered")
+        .json()
+        .await
+        .expect("a JSON body")
 }
