@@ -20,6 +20,17 @@
 //! never recorded and never releases the key (the change may have
 //! committed, with its response). Records are kept [`RETENTION`] (24 h):
 //! older ones are ignored, replaced and purged.
+//!
+//! One window is answered differently from the letter of "409 while the
+//! first is running", on purpose: a duplicate that arrives after the first
+//! request's claim but before its transaction has locked the record finds
+//! the record unlocked (exactly what a crashed first request leaves) and
+//! goes on to its own transaction. There it gets 409 if the first holds
+//! the lock by then, or the replay of the first response if the first has
+//! already committed. Either way the change happens once; closing the
+//! window would need the claim and the change on one connection for the
+//! whole request (or a lease on claims, which turns a crash into a key
+//! stuck until the lease expires).
 
 use std::time::Duration;
 

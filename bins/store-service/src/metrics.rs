@@ -1,5 +1,5 @@
 //! Prometheus metrics through the `metrics` facade: request counts and
-//! latency by route and status (this layer), pool and failover figures
+//! latency by route and status, and requests in flight (this layer), pool and failover figures
 //! (db-failover's `metrics` feature, plus gauges set here at each scrape),
 //! Vault lease TTL (vault-client's `metrics` feature). Rendered on
 //! `GET /metrics`; no HTTP listener of the exporter's own.
@@ -37,12 +37,34 @@ pub fn install() -> PrometheusHandle {
                 "http_request_duration_seconds",
                 "HTTP request latency by method, route and status"
             );
+            metrics::describe_gauge!(
+                "http_requests_in_flight",
+                "HTTP requests started and not yet answered, by method and route"
+            );
             handle
         })
         .clone()
 }
 
-/// The middleware: one count and one latency sample per request.
+/// Counts a request in flight until dropped (also when the client goes
+/// away and the request's future is dropped).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The middleware: one count and one latency sample per request, and the
+/// requests in flight.
 pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
@@ -50,7 +72,12 @@ pub async fn layer(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let in_flight = InFlight::start(metrics::gauge!(
+        "http_requests_in_flight",
+        &[("method", method.clone()), ("route", route.clone())]
+    ));
     let response = next.run(request).await;
+    drop(in_flight);
     let labels = [
         ("method", method),
         ("route", route),

@@ -37,8 +37,27 @@ async fn drains_requests_in_flight() {
     );
     client.write_all(head.as_bytes()).await.unwrap();
     client.write_all(first).await.unwrap();
-    // Let the server read the head and start the request.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the server has read the head and started the request.
+    let http = common::http();
+    let in_flight = "http_requests_in_flight{method=\"POST\",route=\"/api/stores\"} 1";
+    let mut started = false;
+    for _ in 0..500 {
+        let metrics = http
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|line| line == in_flight) {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started, "the POST never started");
+    drop(http);
     stop.send(()).unwrap();
 
     // New connections are refused once the listener is closed.

@@ -91,7 +91,12 @@ pub async fn spawn(settings: Settings) -> (String, AppState) {
 
 /// The whole stack with default settings.
 pub async fn stack() -> Stack {
-    let (pg, bao, settings) = services(DatabaseEngine::default()).await;
+    stack_with(DatabaseEngine::default()).await
+}
+
+/// The whole stack, the database engine configured as `engine` says.
+pub async fn stack_with(engine: DatabaseEngine) -> Stack {
+    let (pg, bao, settings) = services(engine).await;
     let (base, state) = spawn(settings.clone()).await;
     Stack {
         pg,
