@@ -52,7 +52,7 @@ use crate::{
     request_id::RequestId,
     routes::stores::read_body,
     startup::AppState,
-    storage::SqlResult,
+    storage::{Db, SqlResult},
 };
 
 /// The request header.
@@ -189,7 +189,7 @@ impl Lock {
 /// change's transaction. The lock is held until the transaction ends: a
 /// concurrent request with the same key sees [`Lock::InUse`], and a crash
 /// releases it with the change rolled back.
-pub async fn lock(tx: &impl GenericClient, claim: &Claimed) -> SqlResult<Lock> {
+pub async fn lock(tx: Db<'_, impl GenericClient + Sync>, claim: &Claimed) -> SqlResult<Lock> {
     let row = tx
         .query_opt(
             "SELECT fingerprint = $3, status, headers, body FROM idempotency_keys \
@@ -224,7 +224,7 @@ pub async fn lock(tx: &impl GenericClient, claim: &Claimed) -> SqlResult<Lock> {
 /// Writes `response` into the record of `claim`, last thing before the
 /// change's commit (after [`lock`] returned [`Lock::Held`]).
 pub async fn record(
-    tx: &impl GenericClient,
+    tx: Db<'_, impl GenericClient + Sync>,
     claim: &Claimed,
     response: &StoredResponse,
 ) -> SqlResult<()> {
@@ -364,7 +364,7 @@ async fn claim(state: &AppState, claimed: &Claimed) -> Result<Claim, ApiError> {
                 }
                 // Known: locked means running; a row lock taken and
                 // released at once (autocommit) tells.
-                Ok(match lock(&***conn, &claimed).await? {
+                Ok(match lock(Db::connection(conn), &claimed).await? {
                     Lock::Held => Claim::Claimed,
                     Lock::InUse => Claim::Refused(ErrorCode::IdempotencyKeyInUse),
                     Lock::Reused => Claim::Refused(ErrorCode::IdempotencyKeyReused),

@@ -1,12 +1,13 @@
 //! The SQL: every statement of the store API, parameterised, on
 //! `tokio_postgres` clients or transactions.
 
+use db_failover::deadpool_postgres::{self, ClientWrapper, StatementCache};
 use serde_json::{Map, Value};
 use store_domain::{
     ApplyError, Cursor, EventKind, Store, StoreEvent, StoreQuery, StoreStatus, ValidUpdate,
 };
 use time::OffsetDateTime;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{GenericClient, Row, Statement, types::ToSql};
 use uuid::Uuid;
 
 /// The columns every store query returns, in [`store_of`]'s order.
@@ -14,6 +15,73 @@ const COLUMNS: &str = "id, name, status, config, version, created_at, updated_at
 
 /// A database error, or a row that does not decode (a bug or a schema drift).
 pub type SqlResult<T> = Result<T, tokio_postgres::Error>;
+
+/// A pooled connection or a transaction on one, with the connection's
+/// statement cache: each statement is prepared once per connection, so a
+/// query is one round trip (bind and execute) instead of two (prepare,
+/// then bind and execute).
+pub struct Db<'a, C> {
+    /// The connection or transaction.
+    client: &'a C,
+    /// The connection's prepared statements.
+    cache: &'a StatementCache,
+}
+
+impl<C> Clone for Db<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for Db<'_, C> {}
+
+impl<'a> Db<'a, tokio_postgres::Client> {
+    /// Statements on a pooled connection, outside any transaction.
+    pub fn connection(client: &'a ClientWrapper) -> Self {
+        Self {
+            client,
+            cache: &client.statement_cache,
+        }
+    }
+}
+
+impl<'a, 't> Db<'a, tokio_postgres::Transaction<'t>> {
+    /// Statements in `transaction`.
+    pub fn transaction(transaction: &'a deadpool_postgres::Transaction<'t>) -> Self {
+        Self {
+            client: transaction,
+            cache: &transaction.statement_cache,
+        }
+    }
+}
+
+impl<C: GenericClient + Sync> Db<'_, C> {
+    async fn prepared(&self, sql: &str) -> SqlResult<Statement> {
+        self.cache.prepare(self.client.client(), sql).await
+    }
+
+    /// Like `query`, with the statement prepared once per connection.
+    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> SqlResult<Vec<Row>> {
+        let statement = self.prepared(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    /// Like `query_opt`, with the statement prepared once per connection.
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> SqlResult<Option<Row>> {
+        let statement = self.prepared(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    /// Like `execute`, with the statement prepared once per connection.
+    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> SqlResult<u64> {
+        let statement = self.prepared(sql).await?;
+        self.client.execute(&statement, params).await
+    }
+}
 
 /// How many [`COLUMNS`] there are.
 const COLUMN_COUNT: usize = 8;
@@ -51,7 +119,7 @@ fn store_of_at(row: &Row, at: usize) -> SqlResult<(Store, Map<String, Value>)> {
 
 /// One store by id.
 pub async fn find(
-    db: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     id: Uuid,
 ) -> SqlResult<Option<(Store, Map<String, Value>)>> {
     let sql = format!("SELECT {COLUMNS} FROM stores WHERE id = $1");
@@ -89,7 +157,10 @@ pub fn list_sql(cursor: bool, status: bool) -> String {
 
 /// One page: `limit.fetch()` rows after the cursor, in (created_at, id)
 /// order ([`list_sql`]).
-pub async fn list(db: &impl GenericClient, query: &StoreQuery) -> SqlResult<Vec<Store>> {
+pub async fn list(
+    db: Db<'_, impl GenericClient + Sync>,
+    query: &StoreQuery,
+) -> SqlResult<Vec<Store>> {
     let fetch = query.limit.fetch();
     let status = query.status.map(|s| s.as_str());
     let after = query.cursor.map(|c: Cursor| (c.created_at(), c.id()));
@@ -105,7 +176,7 @@ pub async fn list(db: &impl GenericClient, query: &StoreQuery) -> SqlResult<Vec<
 
 /// Inserts a new store and its `CREATED` event (call inside a transaction).
 pub async fn insert(
-    db: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     store: &Store,
     sealed: &Map<String, Value>,
     event: &StoreEvent,
@@ -162,7 +233,7 @@ fn columns_of(alias: &str) -> String {
 /// nothing was written is the row read again, to say why (no such store, a
 /// stale version, or a refused transition).
 pub async fn update(
-    db: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     id: Uuid,
     update: &ValidUpdate,
     sealed: Option<&Map<String, Value>>,
@@ -218,7 +289,7 @@ pub async fn update(
 
 /// Why [`update`] wrote nothing: the store as it is now says.
 async fn why_not_updated(
-    db: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     id: Uuid,
     update: &ValidUpdate,
     expected: i32,
@@ -247,7 +318,7 @@ async fn why_not_updated(
     ))
 }
 
-async fn insert_event(db: &impl GenericClient, event: &StoreEvent) -> SqlResult<()> {
+async fn insert_event(db: Db<'_, impl GenericClient + Sync>, event: &StoreEvent) -> SqlResult<()> {
     let changes = serde_json::to_value(&event.changes).unwrap_or(Value::Array(Vec::new()));
     db.execute(
         "INSERT INTO store_events (store_id, version, occurred_at, kind, changes, request_id) \
@@ -266,7 +337,10 @@ async fn insert_event(db: &impl GenericClient, event: &StoreEvent) -> SqlResult<
 }
 
 /// The audit trail of store `id`, oldest first (empty: no such store).
-pub async fn history(db: &impl GenericClient, id: Uuid) -> SqlResult<Vec<StoreEvent>> {
+pub async fn history(
+    db: Db<'_, impl GenericClient + Sync>,
+    id: Uuid,
+) -> SqlResult<Vec<StoreEvent>> {
     let rows = db
         .query(
             "SELECT version, occurred_at, kind, changes, request_id FROM store_events \

@@ -24,7 +24,7 @@ use crate::{
     read_after::{self, READ_AFTER},
     request_id::RequestId,
     startup::AppState,
-    storage::{self, UpdateOutcome},
+    storage::{self, Db, UpdateOutcome},
 };
 
 /// Bodies larger than this are refused with 413.
@@ -48,7 +48,9 @@ pub async fn list(
     let query = StoreQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let rows = state
         .cluster
-        .read_op(move |conn| Box::pin(async move { storage::list(&***conn, &query).await }))
+        .read_op(move |conn| {
+            Box::pin(async move { storage::list(Db::connection(conn), &query).await })
+        })
         .await?;
     let page = StorePage::from_rows(rows, query.limit);
     let mut response = Json(&page).into_response();
@@ -104,15 +106,15 @@ pub async fn create(
             Box::pin(async move {
                 let tx = conn.transaction().await?;
                 if let Some(claim) = claim.as_deref() {
-                    let lock = idempotency::lock(&*tx, claim).await?;
+                    let lock = idempotency::lock(Db::transaction(&tx), claim).await?;
                     if !matches!(lock, Lock::Held) {
                         return Ok(Change::Settled(lock));
                     }
                 }
-                storage::insert(&*tx, &row, &sealed, &event).await?;
+                storage::insert(Db::transaction(&tx), &row, &sealed, &event).await?;
                 let reply = created(&row);
                 if let Some(claim) = claim.as_deref() {
-                    idempotency::record(&*tx, claim, &reply).await?;
+                    idempotency::record(Db::transaction(&tx), claim, &reply).await?;
                 }
                 tx.commit().await?;
                 Ok(Change::Done(reply))
@@ -279,20 +281,27 @@ pub async fn update(
             Box::pin(async move {
                 let tx = conn.transaction().await?;
                 if let Some(claim) = claim.as_deref() {
-                    let lock = idempotency::lock(&*tx, claim).await?;
+                    let lock = idempotency::lock(Db::transaction(&tx), claim).await?;
                     if !matches!(lock, Lock::Held) {
                         return Ok(Change::Settled(lock));
                     }
                 }
-                let outcome =
-                    storage::update(&*tx, id, &valid, sealed.as_deref(), at, &request_id).await?;
+                let outcome = storage::update(
+                    Db::transaction(&tx),
+                    id,
+                    &valid,
+                    sealed.as_deref(),
+                    at,
+                    &request_id,
+                )
+                .await?;
                 let UpdateOutcome::Updated(store) = outcome else {
                     // Nothing written: rolled back as the transaction drops.
                     return Ok(Change::Refused(outcome));
                 };
                 let reply = updated(&store);
                 if let Some(claim) = claim.as_deref() {
-                    idempotency::record(&*tx, claim, &reply).await?;
+                    idempotency::record(Db::transaction(&tx), claim, &reply).await?;
                 }
                 tx.commit().await?;
                 Ok(Change::Done(reply))
@@ -404,7 +413,7 @@ fn history_op(
     &'c mut db_failover::Connection,
 ) -> db_failover::OpFuture<'c, Vec<store_domain::StoreEvent>>
 + Send {
-    move |conn| Box::pin(async move { storage::history(&***conn, id).await })
+    move |conn| Box::pin(async move { storage::history(Db::connection(conn), id).await })
 }
 
 /// A stored store and its sealed secrets.
@@ -415,7 +424,7 @@ fn find_op(
     id: Uuid,
 ) -> impl for<'c> FnMut(&'c mut db_failover::Connection) -> db_failover::OpFuture<'c, Found> + Send
 {
-    move |conn| Box::pin(async move { storage::find(&***conn, id).await })
+    move |conn| Box::pin(async move { storage::find(Db::connection(conn), id).await })
 }
 
 /// The `Read-After` token a client sent back, if any.
