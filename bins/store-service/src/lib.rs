@@ -32,7 +32,9 @@
 //! ## Configuration
 //!
 //! [`Settings`]: `store-service --help` lists every variable (`PORT`,
-//! `BAO_ADDR`/`VAULT_ADDR`, `BAO_ROLE_ID`, `BAO_SECRET_ID` or `BAO_TOKEN`,
+//! `BAO_ADDR`/`VAULT_ADDR`, `BAO_ROLE_ID` + `BAO_SECRET_ID` (AppRole),
+//! `BAO_K8S_ROLE` (+ `BAO_K8S_MOUNT`, `BAO_K8S_JWT_PATH`: Kubernetes auth) or
+//! `BAO_TOKEN`, TLS to Vault as vault-client reads it (`BAO_CACERT`, ...),
 //! `DB_PRIMARY`, `DB_REPLICAS`, `DB_NAME`, `DATABASE_URL` (fallback),
 //! `VAULT_DB_ROLE`, `VAULT_DB_MOUNT`, `TRANSIT_MOUNT`, `TRANSIT_KEY`,
 //! `IDEMPOTENCY_HMAC_KEY`, `VAULT_STARTUP_TIMEOUT_SECS`, `DB_MAX_CONNECTIONS`, `REQUEST_TIMEOUT_SECS`,

@@ -16,6 +16,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::startup::AppState;
 
+/// The buckets of every histogram (all are durations in seconds): 1 ms to
+/// 30 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// The process-wide recorder's handle (installed once, shared by every
 /// `Application` of the process).
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -24,7 +30,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Histograms with buckets (not the exporter's default summaries):
+            // buckets add up across pods, quantiles do not.
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder installed by the embedding program wins; the
             // handle then renders an empty registry.

@@ -65,7 +65,29 @@ pub struct Settings {
     #[arg(long, env = "BAO_SECRET_ID", hide_env_values = true)]
     pub bao_secret_id: Option<Secret>,
 
-    /// A Vault token, used when no AppRole is configured.
+    /// Kubernetes auth role (used when no AppRole is configured): the pod's
+    /// service-account token logs in.
+    #[arg(long, env = "BAO_K8S_ROLE")]
+    pub bao_k8s_role: Option<String>,
+
+    /// Mount of the Kubernetes auth method.
+    #[arg(long, env = "BAO_K8S_MOUNT", default_value = "kubernetes")]
+    pub bao_k8s_mount: String,
+
+    /// The service-account token file (re-read at every login: the kubelet
+    /// rotates it).
+    #[arg(
+        long,
+        env = "BAO_K8S_JWT_PATH",
+        default_value = vault_client::KUBERNETES_JWT_PATH
+    )]
+    pub bao_k8s_jwt_path: std::path::PathBuf,
+
+    /// A Vault token, used when neither an AppRole nor a Kubernetes role is
+    /// configured. (TLS to Vault: `BAO_CACERT`, `BAO_CAPATH`,
+    /// `BAO_CLIENT_CERT`, `BAO_CLIENT_KEY`, `BAO_TLS_SERVER_NAME` and
+    /// `BAO_NAMESPACE`, or their `VAULT_` forms, are read as vault-client
+    /// reads them.)
     #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
     pub bao_token: Option<Secret>,
 
@@ -144,6 +166,9 @@ impl Settings {
             vault_addr: None,
             bao_role_id: None,
             bao_secret_id: None,
+            bao_k8s_role: None,
+            bao_k8s_mount: "kubernetes".into(),
+            bao_k8s_jwt_path: vault_client::KUBERNETES_JWT_PATH.into(),
             bao_token: None,
             db_primary: None,
             db_replicas: Vec::new(),

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use axum::{Router, middleware, routing::get};
 use db_failover::{Cluster, Config, CredentialsProvider};
 use tokio::net::TcpListener;
-use vault_client::{AuthMethod, Client, ExposeSecret, LeaseManager};
+use vault_client::{
+    AuthMethod, Client, ConfigBuilder, ExposeSecret, Kubernetes, LeaseManager, ProcessEnv,
+};
 
 use crate::{
     fingerprint::FingerprintKey, idempotency, metrics, request_id, routes as api,
@@ -178,17 +180,29 @@ async fn connect_vault(settings: &Settings) -> VaultStart {
     let auth = match (
         &settings.bao_role_id,
         &settings.bao_secret_id,
+        &settings.bao_k8s_role,
         &settings.bao_token,
     ) {
-        (Some(role), Some(secret), _) => AuthMethod::approle(role.clone(), secret.expose()),
-        (_, _, Some(token)) => AuthMethod::token(token.expose()),
-        _ => return fallback("no BAO_ROLE_ID/BAO_SECRET_ID or BAO_TOKEN configured".into()),
+        (Some(role), Some(secret), _, _) => AuthMethod::approle(role.clone(), secret.expose()),
+        (_, _, Some(role), _) => AuthMethod::Kubernetes(Kubernetes {
+            mount: settings.bao_k8s_mount.clone(),
+            role: role.clone(),
+            jwt_path: settings.bao_k8s_jwt_path.clone(),
+        }),
+        (_, _, _, Some(token)) => AuthMethod::token(token.expose()),
+        _ => {
+            return fallback(
+                "no BAO_ROLE_ID/BAO_SECRET_ID, BAO_K8S_ROLE or BAO_TOKEN configured".into(),
+            );
+        }
     };
     let deadline = tokio::time::Instant::now() + settings.vault_startup_timeout();
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = async {
-            let config = vault_client::Config::builder()
+            // TLS, namespace and the like from BAO_*/VAULT_* as vault-client
+            // reads them; address, login and retries from the settings.
+            let config = ConfigBuilder::from_environment(&ProcessEnv)?
                 .address(address)
                 .auth(auth.clone())
                 .max_retries(0)
@@ -225,8 +239,8 @@ async fn connect_vault(settings: &Settings) -> VaultStart {
             Err(error) => {
                 let now = tokio::time::Instant::now();
                 if now + delay >= deadline {
-                    tracing::warn!(error = %format!("{error:#}"), "Vault unreachable at start: falling back to DATABASE_URL");
-                    return fallback(format!("Vault unreachable at start: {error:#}"));
+                    tracing::warn!(error = %format!("{error:#}"), "Vault unusable at start (unreachable, or the login or a read refused): falling back to DATABASE_URL");
+                    return fallback(format!("Vault unusable at start: {error:#}"));
                 }
                 tracing::warn!(%error, retry_in = ?delay, "Vault not ready, retrying");
                 tokio::time::sleep(delay).await;

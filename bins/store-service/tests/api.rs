@@ -79,7 +79,7 @@ async fn health_ready_metrics_openapi(stack: &Stack) {
     let text = metrics.text().await.unwrap();
     for name in [
         "http_requests_total",
-        "http_request_duration_seconds",
+        "http_request_duration_seconds_bucket",
         "store_db_primary_up",
         "store_db_credentials_ttl_seconds",
         "store_db_pool_size",

@@ -37,7 +37,18 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// `cargo xtask bench gateway`: an xtask command too (`bench_gateway.rs`).
+const GATEWAY: &str = "GET by id: direct vs gateway vs nginx [--connections 64] [--duration 10s] [--rows 1000] [--no-build]";
+
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("gateway") {
+        let options = crate::bench_gateway::GatewayOptions::parse(&args[1..])?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        return runtime.block_on(crate::bench_gateway::run(options));
+    }
     if args.first().map(String::as_str) == Some("api") {
         let options = crate::bench_api::ApiOptions::parse(&args[1..])?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -51,6 +62,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             .iter()
             .map(|(name, _, _, what)| format!("  {name:<10} {what}"))
             .chain(std::iter::once(format!("  {:<10} {API}", "api")))
+            .chain(std::iter::once(format!("  {:<10} {GATEWAY}", "gateway")))
             .collect();
         bail!(
             "usage: cargo xtask bench <name> [ARGS...]\n\nbenchmarks:\n{}",

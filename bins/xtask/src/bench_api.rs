@@ -88,7 +88,7 @@ impl ApiOptions {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(text: &str) -> anyhow::Result<T> {
+pub(crate) fn parse_number<T: std::str::FromStr>(text: &str) -> anyhow::Result<T> {
     let digits: String = text.chars().filter(|c| *c != '_').collect();
     digits
         .parse()
@@ -96,7 +96,7 @@ fn parse_number<T: std::str::FromStr>(text: &str) -> anyhow::Result<T> {
 }
 
 /// `10s`, `500ms`, `2m` or a bare number of seconds.
-fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
         None => (text, "s"),
@@ -113,13 +113,14 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 /// The id of seeded row `n` (pgbench scripts compute the same).
-fn seeded_id(n: u64) -> String {
+pub(crate) fn seeded_id(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
 /// The store-service child, killed on drop whatever happens.
-struct Service {
-    child: Child,
+pub(crate) struct Service {
+    /// The child process.
+    pub(crate) child: Child,
 }
 
 impl Drop for Service {
@@ -143,6 +144,16 @@ pub(crate) async fn run(options: ApiOptions) -> anyhow::Result<()> {
         bail!("{} is missing: run without --no-build", binary.display());
     }
 
+    let (pg, bao) = temporary_stack(&tools).await?;
+    let outcome = measure(&options, &tools, &binary, &pg, &bao).await;
+    let _ = bao.stop().await;
+    let _ = pg.shutdown().await;
+    outcome
+}
+
+/// A throw-away PostgreSQL (primary + replica, fsync on) and OpenBao on
+/// free ports.
+pub(crate) async fn temporary_stack(tools: &tools::Tools) -> anyhow::Result<(PgCluster, OpenBao)> {
     eprintln!("xtask: starting a temporary stack (PostgreSQL primary + replica, OpenBao)");
     let pg = PgCluster::builder()
         .bindir(&tools.pg_bindir)
@@ -155,10 +166,7 @@ pub(crate) async fn run(options: ApiOptions) -> anyhow::Result<()> {
         .start()
         .await
         .context("starting OpenBao")?;
-    let outcome = measure(&options, &tools, &binary, &pg, &bao).await;
-    let _ = bao.stop().await;
-    let _ = pg.shutdown().await;
-    outcome
+    Ok((pg, bao))
 }
 
 async fn measure(
@@ -469,7 +477,7 @@ fn print_results(options: &ApiOptions, results: &[Compared], hwm_kb: u64, rss_kb
 /// Seeds rows `from..=to`: id [`seeded_id`]`(n)`, created_at 2026-01-01 +
 /// n ms, status ACTIVE, in batches of 100 000; then `VACUUM ANALYZE` and a
 /// wait for the replica to have them.
-async fn seed(pg: &PgCluster, from: u64, to: u64) -> anyhow::Result<()> {
+pub(crate) async fn seed(pg: &PgCluster, from: u64, to: u64) -> anyhow::Result<()> {
     let db = pg.admin_db(pg.primary(), DATABASE).await?;
     let mut start = from;
     while start <= to {
@@ -541,7 +549,7 @@ async fn versions(pg: &PgCluster, n: usize) -> anyhow::Result<Vec<i32>> {
 
 /// User + system CPU time of `/proc/<pid>` (`self` for this process), in
 /// clock ticks.
-fn cpu_ticks(pid: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     // After the command: state is field 3, utime 14, stime 15.
@@ -551,7 +559,7 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
 }
 
 /// Reads `VmHWM` and `VmRSS` of `pid`, in KiB.
-fn read_rss(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn read_rss(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         status
@@ -565,7 +573,7 @@ fn read_rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-async fn sample_rss(pid: u32, peak: Arc<AtomicU64>) {
+pub(crate) async fn sample_rss(pid: u32, peak: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;

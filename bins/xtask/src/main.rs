@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask up [--dir DIR] [--no-services]`: the whole platform locally.
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
+//! - `cargo xtask token [--scope "..."] [--dir DIR]`: a JWT for the gateway
+//!   from the running stack's OpenBao token issuer.
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
@@ -10,6 +12,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_gateway;
 mod load;
 mod stack;
 mod test;
@@ -25,11 +28,15 @@ commands:
   up [--dir DIR] [--no-services] [--pg-ports P,R] [--bao-port B]
                                    run PostgreSQL (primary + replica), OpenBao and the services; Ctrl-C stops them
   down [--dir DIR]                 stop a stack left running
+  token [--scope \"S ...\"] [--dir DIR]
+                                   print a fresh JWT for the gateway (default scope \"stores:read stores:write\")
   reset [--dir DIR]                stop the stack and delete its data (./.stack)
   test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)
   bench [NAME [ARGS...]]           run a named benchmark (no NAME: list them)
   bench api [--connections N] [--duration 10s] [--rows N] [--big-rows N] [--no-build]
                                    store-service under load vs pgbench (same SQL, same database)
+  bench gateway [--connections N] [--duration 10s] [--rows N] [--no-build]
+                                   GET by id: direct vs through the gateway vs through nginx
   tools                            install what is missing; print `export` lines for PG_BINDIR and BAO_BIN";
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +71,7 @@ fn run() -> anyhow::Result<()> {
             runtime.block_on(stack::up(options))
         }
         "down" => runtime.block_on(stack::down(&stack_dir(&rest)?)),
+        "token" => runtime.block_on(stack::token(&rest)),
         "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),

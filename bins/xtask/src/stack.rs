@@ -28,6 +28,10 @@ pub(crate) const DATABASE: &str = "stores";
 const TRANSIT_KEY: &str = "store-secrets";
 pub(crate) const APP: &str = "store-service";
 const PID_FILE: &str = "up.pid";
+/// The gateway's configuration file in the stack folder.
+pub(crate) const GATEWAY_CONFIG: &str = "gateway.toml";
+/// OpenBao's address and token issuer, for `cargo xtask token`.
+const OIDC_FILE: &str = "oidc.json";
 const ENV_FILE: &str = "env.sh";
 
 /// The Vault policy of the services: their own KV secrets, their Transit
@@ -137,12 +141,15 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     let approle = configure_bao(&pg, &bao)
         .await
         .context("configuring OpenBao")?;
+    configure_gateway(dir, &bao, &GatewayLimits::default())
+        .await
+        .context("configuring OpenBao's token issuer for the gateway")?;
 
     let mut children = Vec::new();
     if options.services {
         for (name, port) in SERVICES {
             if service_exists(name) {
-                children.push(start_service(name, port, &tools, &pg, &bao, &approle)?);
+                children.push(start_service(name, port, dir, &tools, &pg, &bao, &approle)?);
             }
         }
         for (name, child) in &mut children {
@@ -243,9 +250,98 @@ pub(crate) async fn configure_bao(
     Ok(approle)
 }
 
+/// The gateway's token buckets (the benchmark sets them high).
+pub(crate) struct GatewayLimits {
+    /// Tokens per second per client.
+    pub(crate) per_second: u32,
+    /// Bucket size.
+    pub(crate) burst: u32,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        GatewayLimits {
+            per_second: 50,
+            burst: 100,
+        }
+    }
+}
+
+/// Configures OpenBao's identity token issuer (ES256 key `gateway`, role
+/// `api` putting the entity's `scope` metadata into 1 h tokens), writes
+/// `<dir>/gateway.toml` (JWKS, issuer, audience, the store service on
+/// 3000) and `<dir>/oidc.json` for `cargo xtask token`. Returns the
+/// configuration file's path and the issuer.
+pub(crate) async fn configure_gateway(
+    dir: &Path,
+    bao: &OpenBao,
+    limits: &GatewayLimits,
+) -> anyhow::Result<(PathBuf, testkit::OidcIssuer)> {
+    let issuer = bao
+        .configure_oidc_issuer("gateway", "api", Duration::from_secs(3600))
+        .await?;
+    let config = format!(
+        "# Written by `cargo xtask up` (see bins/gateway/gateway.example.toml).\n\
+         [auth]\n\
+         jwks_url = \"{jwks}\"\n\
+         issuer = \"{iss}\"\n\
+         audiences = [\"{aud}\"]\n\n\
+         [rate_limit]\n\
+         per_second = {per_second}\n\
+         burst = {burst}\n\n\
+         [upstreams]\n\
+         store = \"http://127.0.0.1:3000\"\n",
+        jwks = issuer.jwks_url,
+        iss = issuer.issuer,
+        aud = issuer.client_id,
+        per_second = limits.per_second,
+        burst = limits.burst,
+    );
+    let path = dir.join(GATEWAY_CONFIG);
+    std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+    let oidc = json!({ "addr": bao.addr(), "issuer": issuer });
+    testkit::write_private(&dir.join(OIDC_FILE), &oidc.to_string())?;
+    Ok((path, issuer))
+}
+
+/// `cargo xtask token [--scope "..."] [--dir DIR]`: a fresh token from the
+/// running stack's issuer, on stdout.
+pub(crate) async fn token(args: &[String]) -> anyhow::Result<()> {
+    let mut scope = "stores:read stores:write".to_owned();
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--scope" => scope = args.next().context("--scope needs a value")?.clone(),
+            _ => rest.push(arg.clone()),
+        }
+    }
+    let dir = crate::stack_dir(&rest)?;
+    let oidc_path = dir.join(OIDC_FILE);
+    let text = std::fs::read_to_string(&oidc_path).with_context(|| {
+        format!(
+            "reading {} (is `cargo xtask up` running?)",
+            oidc_path.display()
+        )
+    })?;
+    let oidc: serde_json::Value = serde_json::from_str(&text).context("parsing oidc.json")?;
+    let addr = oidc["addr"].as_str().context("oidc.json without addr")?;
+    let issuer: testkit::OidcIssuer =
+        serde_json::from_value(oidc["issuer"].clone()).context("oidc.json without issuer")?;
+    let root = std::fs::read_to_string(dir.join("bao").join("root-token"))
+        .context("reading the OpenBao root token")?;
+    let token = testkit::OidcClient::new(addr, root.trim())?
+        .token(&issuer, &scope)
+        .await
+        .context("asking OpenBao for a token (is the stack running?)")?;
+    println!("{token}");
+    Ok(())
+}
+
 fn start_service(
     name: &'static str,
     port: u16,
+    dir: &Path,
     tools: &tools::Tools,
     pg: &PgCluster,
     bao: &OpenBao,
@@ -254,6 +350,7 @@ fn start_service(
     let binary = build_service(name, false)?;
     let mut cmd = service_command(&binary, port, pg, bao, approle);
     cmd.env("STORE_SERVICE_URL", "http://127.0.0.1:3000");
+    cmd.env("GATEWAY_CONFIG", dir.join(GATEWAY_CONFIG));
     cmd.envs(tools.env());
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     eprintln!("xtask: {name} started on http://127.0.0.1:{port}");
@@ -451,6 +548,20 @@ fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, C
         ),
     };
     println!("try:          {curl}");
+    if let Some((_, port)) = services
+        .iter()
+        .find(|(name, _)| *name == "gateway")
+        .and_then(|(name, _)| SERVICES.iter().find(|(n, _)| n == name))
+    {
+        println!();
+        println!(
+            "through the gateway (a token from OpenBao's issuer, scopes in the `scope` claim):"
+        );
+        println!("  TOKEN=$(cargo xtask token --scope \"stores:read stores:write\")");
+        println!(
+            "  curl -si http://127.0.0.1:{port}/api/stores -H \"Authorization: Bearer $TOKEN\""
+        );
+    }
     if let Some((_, port)) = services
         .iter()
         .find(|(name, _)| *name == APP)

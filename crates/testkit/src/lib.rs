@@ -3,7 +3,9 @@
 mod binaries;
 mod error;
 mod folder;
+mod kubernetes;
 pub mod migrations;
+mod oidc;
 mod openbao;
 mod ports;
 mod postgres;
@@ -13,6 +15,8 @@ use std::path::Path;
 
 pub use binaries::{BAO_INSTALL, POSTGRES_INSTALL, bao_binary, find_in_path, postgres_bindir};
 pub use error::{Error, Result};
+pub use kubernetes::ServiceAccountTokens;
+pub use oidc::{OidcClient, OidcIssuer};
 pub use openbao::{AppRoleCredentials, DatabaseEngine, OpenBao, OpenBaoBuilder};
 pub use ports::free_port;
 pub use postgres::{

@@ -165,18 +165,7 @@ ui            = false
             cluster = ports.cluster,
         );
         std::fs::write(&config, hcl).context(|| format!("writing {}", config.display()))?;
-        // reqwest may be built with `rustls-no-provider` (feature unification
-        // with vault-client): it then panics without a process-wide provider.
-        // An error means one is installed already, which is all we need.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|source| Error::Http {
-                path: "(client)".into(),
-                source,
-            })?;
+        let http = http_client()?;
         let mut bao = OpenBao {
             bin,
             addr: format!("http://127.0.0.1:{}", ports.api),
@@ -485,36 +474,15 @@ impl OpenBao {
         path: &str,
         body: Option<Value>,
     ) -> Result<Option<Value>> {
-        let mut request = self.http.request(method.clone(), self.url(path));
-        if !self.keys.root_token.is_empty() {
-            request = request.header("X-Vault-Token", &self.keys.root_token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|source| Error::Http {
-            path: path.to_owned(),
-            source,
-        })?;
-        let status = response.status();
-        let text = response.text().await.map_err(|source| Error::Http {
-            path: path.to_owned(),
-            source,
-        })?;
-        if !status.is_success() {
-            return Err(Error::Bao {
-                method: method.to_string(),
-                path: path.to_owned(),
-                status: status.as_u16(),
-                body: text,
-            });
-        }
-        if text.trim().is_empty() {
-            return Ok(None);
-        }
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::Usage(format!("{path} answered with invalid JSON: {e}")))
+        api_call(
+            &self.http,
+            &self.url(path),
+            &self.keys.root_token,
+            method,
+            path,
+            body,
+        )
+        .await
     }
 
     /// Mounts a secrets engine of `kind` at `path` unless something is
@@ -764,6 +732,65 @@ impl Drop for OpenBao {
             process.kill();
         }
     }
+}
+
+/// The HTTP client for the API: no proxy, 10 s timeout.
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    // reqwest may be built with `rustls-no-provider` (feature unification
+    // with vault-client): it then panics without a process-wide provider.
+    // An error means one is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|source| Error::Http {
+            path: "(client)".into(),
+            source,
+        })
+}
+
+/// One API call to `url` (the API path `path`, for errors) with `token`
+/// (none when empty). Returns the JSON body, or `None` for an empty (204)
+/// answer; an error status is an [`Error::Bao`].
+pub(crate) async fn api_call(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Option<Value>> {
+    let mut request = http.request(method.clone(), url);
+    if !token.is_empty() {
+        request = request.header("X-Vault-Token", token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.map_err(|source| Error::Http {
+        path: path.to_owned(),
+        source,
+    })?;
+    let status = response.status();
+    let text = response.text().await.map_err(|source| Error::Http {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !status.is_success() {
+        return Err(Error::Bao {
+            method: method.to_string(),
+            path: path.to_owned(),
+            status: status.as_u16(),
+            body: text,
+        });
+    }
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Usage(format!("{path} answered with invalid JSON: {e}")))
 }
 
 #[cfg(test)]

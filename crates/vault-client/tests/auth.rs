@@ -7,8 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::OpenBao;
@@ -307,23 +305,6 @@ async fn approle_logs_in_again_when_renewal_is_exhausted() {
     assert!(reads > 20);
 }
 
-/// A JWT signed with `key` (Ed25519) for `subject`, audience `vault`.
-fn jwt(key: &rcgen::KeyPair, subject: &str) -> String {
-    use rcgen::SigningKey as _;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({ "sub": subject, "aud": "vault", "iat": now, "nbf": now - 5, "exp": now + 600 })
-            .to_string(),
-    );
-    let signing_input = format!("{header}.{claims}");
-    let signature = key.sign(signing_input.as_bytes()).unwrap();
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_login_rereads_the_jwt_file_at_every_login() {
     // OpenBao's `jwt` method takes the same login body as `kubernetes`
@@ -331,32 +312,10 @@ async fn kubernetes_login_rereads_the_jwt_file_at_every_login() {
     // check it without a Kubernetes API server.
     let bao = common::bao().await;
     setup(&bao).await;
-    bao.call(Method::POST, "sys/auth/k8s", Some(json!({ "type": "jwt" })))
+    let tokens = bao
+        .enable_kubernetes_login("k8s", "store-service", "stores", "store-service", &["app"])
         .await
         .unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    bao.call(
-        Method::POST,
-        "auth/k8s/config",
-        Some(json!({ "jwt_validation_pubkeys": [key.public_key_pem()] })),
-    )
-    .await
-    .unwrap();
-    let subject = "system:serviceaccount:stores:store-service";
-    bao.call(
-        Method::POST,
-        "auth/k8s/role/store-service",
-        Some(json!({
-            "role_type": "jwt",
-            "bound_audiences": ["vault"],
-            "user_claim": "sub",
-            "bound_subject": subject,
-            "token_policies": ["app"],
-            "token_ttl": "60s",
-        })),
-    )
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let jwt_path = dir.path().join("token");
     let config = Config::builder()
@@ -372,20 +331,24 @@ async fn kubernetes_login_rereads_the_jwt_file_at_every_login() {
     // No file yet: a typed IO error.
     let err = Client::new(config.clone()).await.unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    std::fs::write(&jwt_path, jwt(&key, subject)).unwrap();
+    tokens.write_token(&jwt_path).unwrap();
     let client = Client::new(config).await.expect("login with the JWT");
     assert!(client.kv2("secret").read("app/config").await.is_ok());
 
     // The kubelet rotates the file: the next login reads the new content.
     // A token for another subject is refused, which proves it was read...
-    std::fs::write(&jwt_path, jwt(&key, "system:serviceaccount:other:intruder")).unwrap();
+    std::fs::write(
+        &jwt_path,
+        tokens.token_for("system:serviceaccount:other:intruder"),
+    )
+    .unwrap();
     let refused = client.login().await.unwrap_err();
     assert!(
         refused.status().is_some_and(|s| s == 400 || s == 403),
         "{refused}"
     );
     // ...and a fresh valid one works again, without a new client.
-    std::fs::write(&jwt_path, jwt(&key, subject)).unwrap();
+    tokens.write_token(&jwt_path).unwrap();
     client.login().await.unwrap();
     assert_eq!(client.token_generation(), 2);
 }

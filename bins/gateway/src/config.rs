@@ -1,0 +1,631 @@
+//! The configuration file (TOML): routes, the security service, rate
+//! limits and alerts. Every key is checked at start; an error names the
+//! bad key (`routes[0].upstream: ...`).
+
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
+
+use breaker::{Policy, Preset};
+use serde::{Deserialize, Deserializer};
+
+use crate::settings::Secret;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type
+    /// (the message names the key and its line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, e.g. `routes[0].upstream`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A duration written as text: `250ms`, `10s`, `1.5m`, `2h` (or a bare
+/// number of seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl FromStr for DurationText {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration (e.g. `250ms`, `10s`, `2m`)"))?;
+        let seconds = match unit.trim() {
+            "ms" => value / 1000.0,
+            "" | "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            other => return Err(format!("unknown duration unit `{other}` (ms, s, m, h)")),
+        };
+        Duration::try_from_secs_f64(seconds)
+            .map(DurationText)
+            .map_err(|_| format!("`{text}` is out of range"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) => Ok(Self(Duration::from_secs(s))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listener's limits and shutdown.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Token verification against the security service.
+    pub auth: AuthConfig,
+    /// The default token bucket of every route.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Critical alerts.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Upstream URLs of the default routes (used when `routes` is empty).
+    #[serde(default)]
+    pub upstreams: UpstreamsConfig,
+    /// The routes; empty: the default routes (`/api/stores`, and
+    /// `/api/hardware` when `upstreams.hardware` is set).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The largest request body forwarded, in bytes (413 above it).
+    pub body_limit_bytes: u64,
+    /// How long in-flight requests may run after SIGTERM.
+    pub drain_timeout: DurationText,
+    /// How long an idle upstream connection is kept in the pool.
+    pub upstream_idle_timeout: DurationText,
+    /// Timeout for connecting to an upstream.
+    pub upstream_connect_timeout: DurationText,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            drain_timeout: DurationText(Duration::from_secs(10)),
+            upstream_idle_timeout: DurationText(Duration::from_secs(90)),
+            upstream_connect_timeout: DurationText(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The security service's JWKS URL.
+    pub jwks_url: String,
+    /// The expected `iss`.
+    pub issuer: String,
+    /// The accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// Keys older than this are not trusted: requests fail closed.
+    #[serde(default = "defaults::max_age")]
+    pub max_age: DurationText,
+    /// How often the keys are fetched in the background.
+    #[serde(default = "defaults::refresh_interval")]
+    pub refresh_interval: DurationText,
+    /// At most one refresh for an unknown `kid` per this interval.
+    #[serde(default = "defaults::unknown_kid_interval")]
+    pub unknown_kid_interval: DurationText,
+    /// Timeout of one JWKS fetch.
+    #[serde(default = "defaults::fetch_timeout")]
+    pub fetch_timeout: DurationText,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "defaults::leeway")]
+    pub leeway: DurationText,
+    /// The security breaker (default: the `security-service` preset).
+    #[serde(default = "defaults::security_breaker")]
+    pub breaker: Policy,
+}
+
+/// `[rate_limit]` (also per route).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Tokens added per second.
+    pub per_second: u32,
+    /// The bucket's size.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 50,
+            burst: 100,
+        }
+    }
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The PagerDuty Events API v2 URL (e.g.
+    /// `https://events.pagerduty.com/v2/enqueue`); none: log and metric only.
+    pub pagerduty_url: Option<String>,
+    /// The integration's routing key (better: `PAGERDUTY_ROUTING_KEY`).
+    pub routing_key: Option<Secret>,
+    /// The `source` of the events (default: `gateway`).
+    pub source: Option<String>,
+}
+
+/// `[upstreams]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamsConfig {
+    /// The store service (`STORE_SERVICE_URL` overrides it).
+    pub store: String,
+    /// The hardware service, if any (`HARDWARE_SERVICE_URL` overrides it).
+    pub hardware: Option<String>,
+}
+
+impl Default for UpstreamsConfig {
+    fn default() -> Self {
+        Self {
+            store: "http://127.0.0.1:3000".into(),
+            hardware: None,
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name (labels, breaker, alerts); default: from the prefix.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The path prefix, matched on whole segments (`/api/stores` matches
+    /// `/api/stores` and `/api/stores/1`, not `/api/storesX`).
+    pub prefix: String,
+    /// The upstream's base URL (`http://host:port`); the request path is
+    /// appended unchanged.
+    pub upstream: String,
+    /// The breaker's policy (a preset with overrides).
+    #[serde(default = "defaults::store_breaker")]
+    pub breaker: Policy,
+    /// How long the upstream may take to answer (response headers).
+    #[serde(default = "defaults::route_timeout")]
+    pub timeout: DurationText,
+    /// Scopes each method needs (all of them); a method not listed is 405.
+    pub scopes: BTreeMap<String, Vec<String>>,
+    /// Paths with one of these segments need these scopes instead.
+    #[serde(default)]
+    pub segment_scopes: BTreeMap<String, Vec<String>>,
+    /// This route's token bucket (default: `[rate_limit]`).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+mod defaults {
+    use super::*;
+
+    pub(super) fn max_age() -> DurationText {
+        DurationText(Duration::from_secs(60))
+    }
+    pub(super) fn refresh_interval() -> DurationText {
+        DurationText(Duration::from_secs(20))
+    }
+    pub(super) fn unknown_kid_interval() -> DurationText {
+        DurationText(Duration::from_secs(10))
+    }
+    pub(super) fn fetch_timeout() -> DurationText {
+        DurationText(Duration::from_secs(5))
+    }
+    pub(super) fn leeway() -> DurationText {
+        DurationText(Duration::from_secs(5))
+    }
+    pub(super) fn route_timeout() -> DurationText {
+        DurationText(Duration::from_secs(15))
+    }
+    pub(super) fn security_breaker() -> Policy {
+        Preset::SecurityService.policy()
+    }
+    pub(super) fn store_breaker() -> Policy {
+        Preset::StoreService.policy()
+    }
+}
+
+/// The methods whose scopes can be configured.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks `text`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: "configuration".into(),
+            message: error.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the environment's upstream URLs and fills in the default
+    /// routes when none are configured; checks the result.
+    pub fn with_upstreams(
+        mut self,
+        store: Option<String>,
+        hardware: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        if let Some(store) = store {
+            self.upstreams.store = store;
+        }
+        if hardware.is_some() {
+            self.upstreams.hardware = hardware;
+        }
+        if self.routes.is_empty() {
+            self.routes = default_routes(&self.upstreams);
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every value, naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        check_url("auth.jwks_url", &auth.jwks_url)?;
+        if auth.issuer.trim().is_empty() {
+            return Err(ConfigError::invalid("auth.issuer", "must not be empty"));
+        }
+        if auth.audiences.is_empty() || auth.audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                "auth.audiences",
+                "needs at least one non-empty audience",
+            ));
+        }
+        for (key, value) in [
+            ("auth.max_age", auth.max_age),
+            ("auth.refresh_interval", auth.refresh_interval),
+            ("auth.fetch_timeout", auth.fetch_timeout),
+            ("server.drain_timeout", self.server.drain_timeout),
+            (
+                "server.upstream_connect_timeout",
+                self.server.upstream_connect_timeout,
+            ),
+        ] {
+            if value.0.is_zero() {
+                return Err(ConfigError::invalid(key, "must be more than 0"));
+            }
+        }
+        if auth.refresh_interval.0 >= auth.max_age.0 {
+            return Err(ConfigError::invalid(
+                "auth.refresh_interval",
+                "must be shorter than auth.max_age, or keys go stale between refreshes",
+            ));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.body_limit_bytes",
+                "must be more than 0",
+            ));
+        }
+        check_rate("rate_limit", &self.rate_limit)?;
+        if let Some(url) = &self.alerts.pagerduty_url {
+            check_url("alerts.pagerduty_url", url)?;
+        }
+        check_url("upstreams.store", &self.upstreams.store)?;
+        if let Some(url) = &self.upstreams.hardware {
+            check_url("upstreams.hardware", url)?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            let prefix = &route.prefix;
+            if !prefix.starts_with('/')
+                || prefix.len() < 2
+                || prefix.ends_with('/')
+                || crate::routing::check_path(prefix).is_err()
+            {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    "must be an absolute path like `/api/stores`, without a trailing `/`, dot segments or escapes",
+                ));
+            }
+            check_url(&key("upstream"), &route.upstream)?;
+            if route.timeout.0.is_zero() {
+                return Err(ConfigError::invalid(key("timeout"), "must be more than 0"));
+            }
+            if route.scopes.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("scopes"),
+                    "lists no method: every request would be refused",
+                ));
+            }
+            for (method, scopes) in route.scopes.iter().chain(&route.segment_scopes) {
+                if scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("scopes.{method}")),
+                        "scopes are single words without spaces",
+                    ));
+                }
+            }
+            for method in route.scopes.keys() {
+                if !METHODS.contains(&method.as_str()) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("scopes.{method}")),
+                        format!("unknown method (one of {})", METHODS.join(", ")),
+                    ));
+                }
+            }
+            if let Some(rate) = &route.rate_limit {
+                check_rate(&key("rate_limit"), rate)?;
+            }
+            if !names.insert(route.name()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("`{}` is used by two routes", route.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// The route's name: `name`, or the prefix's last segment.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.prefix
+                .rsplit('/')
+                .find(|s| !s.is_empty())
+                .unwrap_or("root")
+                .to_owned()
+        })
+    }
+}
+
+/// The default routes: `/api/stores` (and `/api/hardware`).
+pub fn default_routes(upstreams: &UpstreamsConfig) -> Vec<RouteConfig> {
+    let scopes = |read: &str, write: &str| -> BTreeMap<String, Vec<String>> {
+        [
+            ("GET", read),
+            ("HEAD", read),
+            ("POST", write),
+            ("PUT", write),
+            ("PATCH", write),
+        ]
+        .into_iter()
+        .map(|(m, s)| (m.to_owned(), vec![s.to_owned()]))
+        .collect()
+    };
+    let mut routes = vec![RouteConfig {
+        name: Some("stores".into()),
+        prefix: "/api/stores".into(),
+        upstream: upstreams.store.clone(),
+        breaker: Preset::StoreService.policy(),
+        timeout: DurationText(Duration::from_secs(15)),
+        scopes: scopes("stores:read", "stores:write"),
+        segment_scopes: [("secrets".to_owned(), vec!["stores:secrets".to_owned()])].into(),
+        rate_limit: None,
+    }];
+    if let Some(hardware) = &upstreams.hardware {
+        routes.push(RouteConfig {
+            name: Some("hardware".into()),
+            prefix: "/api/hardware".into(),
+            upstream: hardware.clone(),
+            breaker: Preset::HardwareService.policy(),
+            timeout: DurationText(Duration::from_secs(30)),
+            scopes: scopes("hardware:read", "hardware:write"),
+            segment_scopes: BTreeMap::new(),
+            rate_limit: None,
+        });
+    }
+    routes
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(ConfigError::invalid(
+            key,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    Ok(())
+}
+
+fn check_rate(key: &str, rate: &RateLimitConfig) -> Result<(), ConfigError> {
+    if rate.per_second == 0 {
+        return Err(ConfigError::invalid(
+            format!("{key}.per_second"),
+            "must be more than 0",
+        ));
+    }
+    if rate.burst == 0 {
+        return Err(ConfigError::invalid(
+            format!("{key}.burst"),
+            "must be more than 0",
+        ));
+    }
+    Ok(())
+}
+
+impl fmt::Display for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [auth]
+        jwks_url = "http://127.0.0.1:8200/v1/identity/oidc/.well-known/keys"
+        issuer = "http://127.0.0.1:8200/v1/identity/oidc"
+        audiences = ["gateway"]
+    "#;
+
+    #[test]
+    fn minimal_file_gets_the_default_routes() {
+        let config = Config::parse(MINIMAL)
+            .unwrap()
+            .with_upstreams(None, Some("http://127.0.0.1:3100".into()))
+            .unwrap();
+        let names: Vec<_> = config.routes.iter().map(RouteConfig::name).collect();
+        assert_eq!(names, ["stores", "hardware"]);
+        assert_eq!(config.auth.max_age.0, Duration::from_secs(60));
+        assert_eq!(config.auth.breaker.failure_rate_threshold(), 30.0);
+        assert_eq!(config.routes[1].breaker.failure_rate_threshold(), 40.0);
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let cases = [
+            (
+                MINIMAL.replace("audiences = [\"gateway\"]", "audiences = []"),
+                "auth.audiences",
+            ),
+            (
+                MINIMAL.replace(
+                    "http://127.0.0.1:8200/v1/identity/oidc/.well-known/keys",
+                    "ftp://x",
+                ),
+                "auth.jwks_url",
+            ),
+            (format!("{MINIMAL}\nmax_age = \"ten\""), "ten"),
+            (format!("{MINIMAL}\nbogus = 1"), "bogus"),
+            (
+                format!("{MINIMAL}\n[rate_limit]\nburst = 0"),
+                "rate_limit.burst",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[routes]]\nprefix = \"/api/../x\"\nupstream = \"http://a\"\nscopes = {{ GET = [\"r\"] }}"
+                ),
+                "routes[0].prefix",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[routes]]\nprefix = \"/api/x\"\nupstream = \"nope\"\nscopes = {{ GET = [\"r\"] }}"
+                ),
+                "routes[0].upstream",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[routes]]\nprefix = \"/api/x\"\nupstream = \"http://a\"\nscopes = {{ FETCH = [\"r\"] }}"
+                ),
+                "routes[0].scopes.FETCH",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[routes]]\nprefix = \"/api/x\"\nupstream = \"http://a\"\nscopes = {{ GET = [\"r\"] }}\nbreaker = {{ preset = \"nope\" }}"
+                ),
+                "nope",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(&text).expect_err(key).to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let config = Config::parse(include_str!("../gateway.example.toml")).unwrap();
+        let defaults = Config::parse(MINIMAL)
+            .unwrap()
+            .with_upstreams(None, None)
+            .unwrap();
+        assert_eq!(config.routes.len(), 1);
+        let (example, default) = (&config.routes[0], &defaults.routes[0]);
+        assert_eq!(example.name(), default.name());
+        assert_eq!(example.scopes, default.scopes);
+        assert_eq!(example.segment_scopes, default.segment_scopes);
+        assert_eq!(example.timeout, default.timeout);
+    }
+
+    #[test]
+    fn durations() {
+        for (text, expected) in [
+            ("250ms", 250),
+            ("10s", 10_000),
+            ("1.5m", 90_000),
+            ("2h", 7_200_000),
+            ("3", 3000),
+        ] {
+            assert_eq!(
+                text.parse::<DurationText>().unwrap().0.as_millis(),
+                expected,
+                "{text}"
+            );
+        }
+        assert!("5 parsecs".parse::<DurationText>().is_err());
+        assert!("-1s".parse::<DurationText>().is_err());
+    }
+}

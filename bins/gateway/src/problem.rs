@@ -1,0 +1,286 @@
+//! Every error the gateway itself sends: an RFC 9457
+//! `application/problem+json` body with the same fields as the store
+//! service's (`type`, `title`, `status`, `detail`, `instance`, `error`,
+//! `message`, `requestId`). The request-id layer fills in the id and path.
+
+use std::time::Duration;
+
+use axum::{
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+/// The media type of problem bodies.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// Where the `type` URIs live (the same base as the store service's).
+pub const PROBLEM_TYPE_BASE: &str = "https://example.invalid/problems/";
+
+/// The message of a fail-closed denial (part of the contract).
+pub const SECURITY_UNAVAILABLE_MESSAGE: &str =
+    "Access denied due to security system unavailability.";
+
+/// The gateway's error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Code {
+    /// 401: no token, or a token that does not verify.
+    Unauthorized,
+    /// 403: the token lacks a scope.
+    InsufficientScope,
+    /// 503: the signing keys cannot be obtained or are too old.
+    SecurityServiceUnavailable,
+    /// 429: the client's bucket is empty.
+    RateLimited,
+    /// 404: no route.
+    NotFound,
+    /// 405: the route does not allow the method.
+    MethodNotAllowed,
+    /// 400: a path that could escape its route, or a malformed request.
+    BadRequest,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 502: the upstream could not be reached or broke the exchange.
+    BadGateway,
+    /// 503: the upstream's breaker is open.
+    UpstreamUnavailable,
+    /// 504: the upstream did not answer in time.
+    GatewayTimeout,
+    /// 503: the gateway is shutting down or not ready.
+    ServiceUnavailable,
+}
+
+impl Code {
+    /// The stable name (`error` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Self::SecurityServiceUnavailable => "SECURITY_SERVICE_UNAVAILABLE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::BadGateway => "BAD_GATEWAY",
+            Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Self::GatewayTimeout => "GATEWAY_TIMEOUT",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::SecurityServiceUnavailable
+            | Self::UpstreamUnavailable
+            | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The title (the same for every occurrence).
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "Unauthorized",
+            Self::InsufficientScope => "Insufficient scope",
+            Self::SecurityServiceUnavailable => "Security service unavailable",
+            Self::RateLimited => "Too many requests",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::BadRequest => "Bad request",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::BadGateway => "Bad gateway",
+            Self::UpstreamUnavailable => "Upstream unavailable",
+            Self::GatewayTimeout => "Gateway timeout",
+            Self::ServiceUnavailable => "Service unavailable",
+        }
+    }
+
+    /// The default message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "A valid bearer token is required.",
+            Self::InsufficientScope => "The token does not grant the scope this request needs.",
+            Self::SecurityServiceUnavailable => SECURITY_UNAVAILABLE_MESSAGE,
+            Self::RateLimited => "Too many requests; retry after the time in Retry-After.",
+            Self::NotFound => "No route for this path.",
+            Self::MethodNotAllowed => "This route does not allow the method.",
+            Self::BadRequest => "The request is malformed.",
+            Self::PayloadTooLarge => "The request body is larger than the gateway accepts.",
+            Self::BadGateway => "The upstream service could not be reached.",
+            Self::UpstreamUnavailable => "The upstream service is unavailable; retry later.",
+            Self::GatewayTimeout => "The upstream service did not answer in time.",
+            Self::ServiceUnavailable => "The gateway is not available.",
+        }
+    }
+
+    fn kebab(self) -> String {
+        self.name().to_ascii_lowercase().replace('_', "-")
+    }
+}
+
+/// An RFC 9457 problem body.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong this time (the same text as `message`).
+    pub detail: String,
+    /// The request path.
+    pub instance: String,
+    /// The stable code.
+    pub error: String,
+    /// What to tell the client.
+    pub message: String,
+    /// The request id.
+    pub request_id: String,
+}
+
+/// A problem the gateway answers with, plus its extra headers; becomes a
+/// response completed by the request-id layer.
+#[derive(Clone, Debug)]
+pub struct GatewayError {
+    /// The code.
+    pub code: Code,
+    /// The message (default: the code's).
+    pub message: Option<String>,
+    /// `Retry-After`, in seconds (rounded up).
+    pub retry_after: Option<Duration>,
+    /// More headers (`WWW-Authenticate`, `Allow`, rate-limit fields).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl GatewayError {
+    /// An error of kind `code` with its default message.
+    pub fn new(code: Code) -> Self {
+        Self {
+            code,
+            message: None,
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// With a specific message (never quoting input).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// With `Retry-After`.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// With one more header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The body for request `request_id` at `instance`.
+    pub fn problem(&self, request_id: &str, instance: &str) -> Problem {
+        let message = self
+            .message
+            .clone()
+            .unwrap_or_else(|| self.code.message().to_owned());
+        Problem {
+            type_uri: format!("{PROBLEM_TYPE_BASE}{}", self.code.kebab()),
+            title: self.code.title().to_owned(),
+            status: self.code.status().as_u16(),
+            detail: message.clone(),
+            instance: instance.to_owned(),
+            error: self.code.name().to_owned(),
+            message,
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// The full response for request `request_id` at `instance`.
+    pub fn to_response(&self, request_id: &str, instance: &str) -> Response {
+        let body = serde_json::to_vec(&self.problem(request_id, instance)).unwrap_or_default();
+        let mut response = (self.code.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        response
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = self.to_response("", "");
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Completes a response carrying a [`GatewayError`] with the request's id
+/// and path; other responses pass unchanged (headers added since, such as
+/// the rate-limit fields, are kept).
+pub fn complete(response: Response, request_id: &str, instance: &str) -> Response {
+    let Some(error) = response.extensions().get::<GatewayError>().cloned() else {
+        return response;
+    };
+    let mut completed = error.to_response(request_id, instance);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_LENGTH && !completed.headers().contains_key(name) {
+            completed.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    completed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_closed_body_is_the_contract() {
+        let error = GatewayError::new(Code::SecurityServiceUnavailable)
+            .retry_after(Duration::from_millis(1500));
+        let response = error.to_response("req-1", "/api/stores");
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = serde_json::to_value(error.problem("req-1", "/api/stores")).unwrap();
+        assert_eq!(body["error"], "SECURITY_SERVICE_UNAVAILABLE");
+        assert_eq!(
+            body["message"],
+            "Access denied due to security system unavailability."
+        );
+        assert_eq!(body["detail"], body["message"]);
+        assert_eq!(body["requestId"], "req-1");
+        assert_eq!(body["instance"], "/api/stores");
+        assert_eq!(
+            body["type"],
+            "https://example.invalid/problems/security-service-unavailable"
+        );
+        assert_eq!(body["status"], 503);
+    }
+}

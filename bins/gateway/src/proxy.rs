@@ -1,0 +1,256 @@
+//! The reverse proxy (the innermost handler): HTTP/1.1 to the route's
+//! upstream over pooled keep-alive connections (hyper-util's client),
+//! hop-by-hop headers removed both ways (and those named in `Connection`),
+//! `X-Forwarded-For/-Proto/-Host` set, the request id and the W3C trace
+//! context forwarded, the route's breaker and timeout applied.
+//!
+//! Bodies with a `Content-Length` (checked against the limit by the
+//! routing layer) are streamed; chunked bodies are collected up to the
+//! limit first, so an oversized one is refused (413) before anything
+//! reaches the upstream. Responses are streamed back.
+
+use std::{error::Error as _, sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
+    response::{IntoResponse, Response},
+};
+use breaker::Outcome;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::{
+    problem::{Code, GatewayError},
+    routing::MatchedRoute,
+    startup::Gateway,
+};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The pooled upstream client.
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// A client keeping idle connections for `idle_timeout`, connecting within
+/// `connect_timeout`.
+pub fn client(idle_timeout: Duration, connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Removes the hop-by-hop headers and those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The handler: forwards the request to its route's upstream.
+pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let Some(MatchedRoute(route)) = request.extensions().get::<MatchedRoute>().cloned() else {
+        return GatewayError::new(Code::NotFound).into_response();
+    };
+    let permit = match route.breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(rejected) => {
+            return GatewayError::new(Code::UpstreamUnavailable)
+                .retry_after(rejected.retry_after().unwrap_or(Duration::from_secs(30)))
+                .into_response();
+        }
+    };
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<crate::framing::ClientAddr>>()
+        .map(|c| c.0.0.ip());
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = format!(
+        "{}://{}{}{}",
+        route.scheme, route.authority, route.base_path, path_and_query
+    );
+    let Ok(uri) = uri.parse::<Uri>() else {
+        permit.record(Outcome::Ignore);
+        return GatewayError::new(Code::BadRequest).into_response();
+    };
+    let headers = &mut parts.headers;
+    let host = headers.remove(header::HOST);
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    strip_hop_by_hop(headers);
+    forwarded_headers(headers, client_ip, host);
+    crate::telemetry::inject_current(headers);
+    let limit = usize::try_from(gateway.config.server.body_limit_bytes).unwrap_or(usize::MAX);
+    let body = if chunked {
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                Body::from(bytes)
+            }
+            Err(error) => {
+                permit.record(Outcome::Ignore);
+                return if error.downcast_ref::<LengthLimitError>().is_some() {
+                    GatewayError::new(Code::PayloadTooLarge).into_response()
+                } else {
+                    GatewayError::new(Code::BadRequest)
+                        .with_message("The request body could not be read.")
+                        .into_response()
+                };
+            }
+        }
+    } else {
+        Body::new(Limited::new(body, limit))
+    };
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    let upstream_request = Request::from_parts(parts, body);
+    let answer =
+        tokio::time::timeout(route.timeout, gateway.client.request(upstream_request)).await;
+    match answer {
+        Ok(Ok(response)) => {
+            permit.record(if response.status().is_server_error() {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            });
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(error)) => {
+            if is_length_limit(&error) {
+                permit.record(Outcome::Ignore);
+                return GatewayError::new(Code::PayloadTooLarge).into_response();
+            }
+            permit.record(Outcome::Failure);
+            tracing::warn!(route = %route.name, error = %error, "upstream request failed");
+            GatewayError::new(Code::BadGateway).into_response()
+        }
+        Err(_) => {
+            permit.record(Outcome::Timeout);
+            tracing::warn!(route = %route.name, timeout = ?route.timeout, "upstream timed out");
+            GatewayError::new(Code::GatewayTimeout).into_response()
+        }
+    }
+}
+
+/// `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host`.
+fn forwarded_headers(
+    headers: &mut HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+    host: Option<HeaderValue>,
+) {
+    if let Some(ip) = client_ip {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Whether the body limit is what broke the exchange.
+fn is_length_limit(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("x-end-to-end", "kept"),
+            ("authorization", "Bearer kept"),
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["authorization", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_static("203.0.113.7"),
+        );
+        forwarded_headers(
+            &mut headers,
+            Some([127, 0, 0, 1].into()),
+            Some(HeaderValue::from_static("api.example")),
+        );
+        assert_eq!(headers[&X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[&X_FORWARDED_HOST], "api.example");
+    }
+}

@@ -1,0 +1,284 @@
+//! Start-up: configuration → alerts → signing keys → routes → layers →
+//! listener, and the graceful shutdown (stop accepting, drain in-flight
+//! requests until `server.drain_timeout`).
+//!
+//! The layers, outermost first: request id (and problem completion) →
+//! metrics → routing (path, framing, 404/405/413) → authentication and
+//! scopes → rate limit → proxy. Issue 8's degraded modes slot in between
+//! the rate limit and the proxy, per route.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+use axum::{Router, middleware, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::{
+    alerts::{self, Alerts, PagerDuty},
+    auth::{self, Verifier},
+    config::Config,
+    framing::GuardedListener,
+    jwks::KeyStore,
+    metrics, proxy, ratelimit, readiness, request_id,
+    routing::{self, Routes},
+    settings::Settings,
+};
+
+/// What every layer shares.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The checked configuration.
+    pub config: Config,
+    /// The routes.
+    pub routes: Routes,
+    /// Token verification (and the key store).
+    pub verifier: Verifier,
+    /// Critical alerts.
+    pub alerts: Alerts,
+    /// The pooled upstream client.
+    pub client: proxy::UpstreamClient,
+    /// The metrics renderer.
+    pub metrics: PrometheusHandle,
+    /// Set once shutdown started (`/ready` answers 503).
+    shutting_down: AtomicBool,
+}
+
+impl Gateway {
+    /// Whether shutdown started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// The built gateway: a bound listener and its router.
+#[derive(Debug)]
+pub struct Application {
+    /// The bound listener.
+    listener: TcpListener,
+    /// The bound address.
+    address: SocketAddr,
+    /// The routes with their layers.
+    router: Router,
+    /// The shared state.
+    gateway: Arc<Gateway>,
+    /// The background key refresher.
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Reads the configuration file named by `settings`, applies the
+    /// environment's overrides, and builds the gateway.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let config = Config::load(&settings.config)
+            .context("loading the configuration")?
+            .with_upstreams(
+                settings.store_service_url.clone(),
+                settings.hardware_service_url.clone(),
+            )
+            .context("checking the configuration")?;
+        Self::with_config(config, &settings).await
+    }
+
+    /// Builds the gateway from a checked `config` and binds the listener
+    /// (`settings.port` 0: any free port). Keys are fetched in the
+    /// background; until they arrive, requests fail closed.
+    pub async fn with_config(mut config: Config, settings: &Settings) -> anyhow::Result<Self> {
+        rustls_provider();
+        if config.routes.is_empty() {
+            config = config.with_upstreams(None, None)?;
+        }
+        let metrics = metrics::install();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building the HTTP client")?;
+        let pagerduty = config.alerts.pagerduty_url.clone().and_then(|url| {
+            let routing_key = settings
+                .pagerduty_routing_key
+                .clone()
+                .or_else(|| config.alerts.routing_key.clone())?;
+            Some(PagerDuty {
+                url,
+                routing_key,
+                source: config
+                    .alerts
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| "gateway".into()),
+            })
+        });
+        if config.alerts.pagerduty_url.is_some() && pagerduty.is_none() {
+            anyhow::bail!(
+                "alerts.pagerduty_url is set but no routing key (alerts.routing_key or PAGERDUTY_ROUTING_KEY)"
+            );
+        }
+        let alerts = Alerts::new(pagerduty, http.clone());
+        let keys = KeyStore::new(config.auth.clone(), http, alerts.clone());
+        alerts::watch_breaker(alerts.clone(), keys.breaker());
+        let verifier = Verifier::new(
+            keys.clone(),
+            config.auth.issuer.clone(),
+            config.auth.audiences.clone(),
+            config.auth.leeway.0,
+        );
+        let routes = Routes::new(&config).context("building the routes")?;
+        for route in routes.0.iter() {
+            alerts::watch_breaker(alerts.clone(), &route.breaker);
+        }
+        let client = proxy::client(
+            config.server.upstream_idle_timeout.0,
+            config.server.upstream_connect_timeout.0,
+        );
+        let gateway = Arc::new(Gateway {
+            config,
+            routes,
+            verifier,
+            alerts,
+            client,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+        });
+        let refresher = keys.spawn_refresher();
+        tokio::spawn(forget_idle_clients(Arc::clone(&gateway)));
+        let router = router(Arc::clone(&gateway));
+        let listener = TcpListener::bind((settings.host, settings.port))
+            .await
+            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let address = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            address,
+            router,
+            gateway,
+            refresher,
+        })
+    }
+
+    /// The port the listener is bound to.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Serves until SIGTERM or ctrl-c, then drains.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and drains
+    /// the requests in flight for at most `server.drain_timeout`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(address = %self.address, "gateway listening");
+        let drain = self.gateway.config.server.drain_timeout.0;
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let gateway = Arc::clone(&self.gateway);
+        let signal = async move {
+            shutdown.await;
+            gateway.shutting_down.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: draining requests in flight");
+            let _ = stopping.send(());
+        };
+        let serve = axum::serve(
+            GuardedListener::new(self.listener),
+            self.router
+                .into_make_service_with_connect_info::<crate::framing::ClientAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let deadline = async move {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(drain).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let outcome = tokio::select! {
+            served = serve => served,
+            () = deadline => {
+                tracing::warn!(?drain, "drain deadline passed: closing the connections left");
+                Ok(())
+            }
+        };
+        self.refresher.abort();
+        outcome
+    }
+}
+
+/// Every route and layer.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let proxied = Router::new()
+        .fallback(proxy::forward)
+        .layer(middleware::from_fn(ratelimit::layer))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            auth::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            routing::layer,
+        ))
+        .with_state(Arc::clone(&gateway));
+    Router::new()
+        .route("/health", get(readiness::health))
+        .route("/ready", get(readiness::ready))
+        .route("/metrics", get(metrics::render))
+        .fallback_service(proxied)
+        .layer(middleware::from_fn(metrics::layer))
+        .layer(middleware::from_fn(request_id::layer))
+        .with_state(gateway)
+}
+
+/// Drops the buckets of clients that are full again, every minute.
+async fn forget_idle_clients(gateway: Arc<Gateway>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        for route in gateway.routes.0.iter() {
+            route.bucket.forget_idle();
+        }
+        if Arc::strong_count(&gateway) == 1 {
+            return;
+        }
+    }
+}
+
+/// reqwest (rustls without a built-in provider in this workspace) needs
+/// `ring` installed as the process default.
+pub fn rustls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

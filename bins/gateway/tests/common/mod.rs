@@ -1,0 +1,515 @@
+//! The real stack for the gateway's tests: PostgreSQL (testkit), the
+//! store-service **binary** (built by the first test that needs it) behind
+//! a connection-counting TCP relay, OpenBao as the security service (its
+//! identity token issuer), the gateway in-process, and small local
+//! receivers (a counting JWKS proxy, a PagerDuty receiver).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, routing::get, routing::post};
+use gateway::{Application, Config, Gateway, Settings};
+use serde_json::{Value, json};
+use testkit::{OidcIssuer, OpenBao, PgCluster};
+use tokio::{
+    io::copy_bidirectional,
+    net::{TcpListener, TcpStream},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most
+/// `within`; panics with `what` otherwise. (A deadline, not a timed
+/// assertion: a slow machine only makes it wait longer.)
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GETs `url` with `token` as bearer.
+pub async fn get_with(url: &str, token: &str) -> reqwest::Response {
+    http()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET answers")
+}
+
+/// GETs `url` (with `token` as bearer unless empty) until the answer has `status`, for
+/// at most `within`; returns that answer.
+pub async fn get_until(url: &str, token: &str, status: u16, within: Duration) -> reqwest::Response {
+    let http = http();
+    eventually(&format!("{status} from {url}"), within, || {
+        let mut request = http.get(url);
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        let request = request.send();
+        async move {
+            let r = request.await.ok()?;
+            (r.status() == status).then_some(r)
+        }
+    })
+    .await
+}
+
+/// The workspace root.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("bins/gateway is two levels down")
+        .to_path_buf()
+}
+
+/// The store-service binary: `cargo build -p store-service` once per test
+/// process, with the profile and target directory of this test binary
+/// (cargo does not give one package's tests another package's binary).
+pub fn store_service_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            // target/<profile>/deps/<test> → target/<profile>
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>/deps")
+                .to_path_buf();
+            let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut command = std::process::Command::new(cargo);
+            command
+                .args(["build", "--quiet", "-p", "store-service"])
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .current_dir(workspace_root());
+            // target/debug is the `dev` profile; any other folder is named
+            // after its profile (release, or a custom one).
+            match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some(profile) => {
+                    command.args(["--profile", profile]);
+                }
+            }
+            let status = command.status().expect("cargo runs");
+            assert!(
+                status.success(),
+                "cargo build -p store-service failed: {status}"
+            );
+            let binary = profile_dir.join("store-service");
+            assert!(
+                binary.is_file(),
+                "{} missing after the build",
+                binary.display()
+            );
+            binary
+        })
+        .clone()
+}
+
+/// A TCP relay that counts the connections it accepted.
+pub struct CountingRelay {
+    pub addr: std::net::SocketAddr,
+    pub connections: Arc<AtomicU64>,
+}
+
+impl CountingRelay {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay binds");
+        let addr = listener.local_addr().expect("relay address");
+        let connections = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, connections }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The store service: a spawned binary (killed on drop) on PostgreSQL,
+/// with `DATABASE_URL` (no Vault: OpenBao here is the security service).
+pub struct Store {
+    pub pg: PgCluster,
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    pub relay: CountingRelay,
+}
+
+impl Store {
+    pub async fn start() -> Self {
+        let binary = tokio::task::spawn_blocking(store_service_binary)
+            .await
+            .expect("build task");
+        let pg = PgCluster::start(0).await.expect("postgres starts");
+        pg.create_database("stores").await.expect("database");
+        let url = pg.superuser_url(pg.primary(), "stores");
+        let migrated = Command::new(&binary)
+            .arg("migrate")
+            .env("MIGRATION_DATABASE_URL", &url)
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .status()
+            .await
+            .expect("migrate runs");
+        assert!(migrated.success(), "store-service migrate failed");
+        let port = testkit::free_port().expect("free port");
+        let child = Command::new(&binary)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", &url)
+            .env("DB_MAX_CONNECTIONS", "8")
+            .env("RUST_LOG", "error")
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_ADDR")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("store-service starts");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        get_until(
+            &format!("http://{addr}/ready"),
+            "",
+            200,
+            Duration::from_secs(60),
+        )
+        .await;
+        let relay = CountingRelay::start(addr).await;
+        Self {
+            pg,
+            child,
+            addr,
+            relay,
+        }
+    }
+
+    /// Requests the store service has served on `/api/...` (from its own
+    /// `http_requests_total`): what reached the upstream.
+    pub async fn api_requests(&self) -> u64 {
+        let text = http()
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("store metrics")
+            .text()
+            .await
+            .expect("store metrics text");
+        text.lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .filter(|l| {
+                !l.contains("route=\"/metrics\"")
+                    && !l.contains("route=\"/ready\"")
+                    && !l.contains("route=\"/health\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+/// A local HTTP server that serves OpenBao's JWKS through itself and
+/// counts the fetches: what the security service sees.
+pub struct CountingJwks {
+    pub url: String,
+    pub fetches: Arc<AtomicU64>,
+}
+
+impl CountingJwks {
+    pub async fn start(upstream: String) -> Self {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let state = (upstream, Arc::clone(&fetches), http());
+        let app = Router::new()
+            .route(
+                "/keys",
+                get(
+                    |State((upstream, fetches, http)): State<(
+                        String,
+                        Arc<AtomicU64>,
+                        reqwest::Client,
+                    )>| async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        match http.get(&upstream).send().await {
+                            Ok(r) => (
+                                axum::http::StatusCode::from_u16(r.status().as_u16())
+                                    .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+                                r.bytes().await.unwrap_or_default().to_vec(),
+                            ),
+                            Err(_) => (axum::http::StatusCode::BAD_GATEWAY, Vec::new()),
+                        }
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("jwks binds");
+        let url = format!("http://{}/keys", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, fetches }
+    }
+
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// A PagerDuty Events API v2 stand-in that records every event.
+pub struct PagerDutyReceiver {
+    pub url: String,
+    pub events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl PagerDutyReceiver {
+    pub async fn start() -> Self {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route(
+                "/v2/enqueue",
+                post(
+                    |State(events): State<Arc<Mutex<Vec<Value>>>>, Json(event): Json<Value>| async move {
+                        events.lock().unwrap().push(event);
+                        (axum::http::StatusCode::ACCEPTED, Json(json!({"status": "success"})))
+                    },
+                ),
+            )
+            .with_state(Arc::clone(&events));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("receiver binds");
+        let url = format!("http://{}/v2/enqueue", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, events }
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` events `action` with `dedup_key` arrived.
+    pub async fn wait_for(&self, action: &str, dedup_key: &str, count: usize) {
+        eventually(
+            &format!("{count} PagerDuty {action} for {dedup_key}"),
+            Duration::from_secs(10),
+            || {
+                let seen = self
+                    .actions()
+                    .iter()
+                    .filter(|(a, k)| a == action && k == dedup_key)
+                    .count();
+                async move { (seen >= count).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    pub fn actions(&self) -> Vec<(String, String)> {
+        self.events()
+            .iter()
+            .map(|e| {
+                (
+                    e["event_action"].as_str().unwrap_or_default().to_owned(),
+                    e["dedup_key"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// OpenBao as the security service.
+pub struct Security {
+    pub bao: OpenBao,
+    pub issuer: OidcIssuer,
+}
+
+impl Security {
+    pub async fn start() -> Self {
+        let bao = OpenBao::start().await.expect("OpenBao starts");
+        let issuer = bao
+            .configure_oidc_issuer("gateway", "api", Duration::from_secs(600))
+            .await
+            .expect("issuer");
+        Self { bao, issuer }
+    }
+
+    pub async fn token(&self, scope: &str) -> String {
+        self.bao
+            .oidc_token(&self.issuer, scope)
+            .await
+            .expect("token")
+    }
+}
+
+/// The gateway's configuration for `store` (through its relay) and
+/// `security`, with `extra` TOML appended to `[auth]`.
+pub fn config_text(
+    jwks_url: &str,
+    security: &Security,
+    store: &Store,
+    auth_extra: &str,
+    rest: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+body_limit_bytes = 1024
+drain_timeout = "5s"
+
+[auth]
+jwks_url = "{jwks_url}"
+issuer = "{issuer}"
+audiences = ["{audience}"]
+fetch_timeout = "1s"
+{auth_extra}
+
+[upstreams]
+store = "http://{store}"
+
+{rest}
+"#,
+        issuer = security.issuer.issuer,
+        audience = security.issuer.client_id,
+        store = store.relay.addr,
+    )
+}
+
+/// A running gateway (in-process), stopped on drop.
+pub struct RunningGateway {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl RunningGateway {
+    pub async fn start(config_text: &str) -> Self {
+        let config = Config::parse(config_text)
+            .expect("config parses")
+            .with_upstreams(None, None)
+            .expect("config checks");
+        let mut settings = Settings::new("test.toml");
+        settings.port = 0;
+        settings.host = [127, 0, 0, 1].into();
+        settings.pagerduty_routing_key = Some(gateway::Secret::new("test-routing-key"));
+        let app = Application::with_config(config, &settings)
+            .await
+            .expect("gateway builds");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], app.port()).into();
+        let state = Arc::clone(app.gateway());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let gateway = Self {
+            base: format!("http://{addr}"),
+            addr,
+            state,
+            stop: Some(stop),
+        };
+        get_until(&gateway.url("/ready"), "", 200, Duration::from_secs(30)).await;
+        gateway
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The gateway's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// A plain HTTP client (no proxy from the environment).
+pub fn http() -> reqwest::Client {
+    gateway::startup::rustls_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
+
+/// Sends `raw` bytes on a fresh connection and returns everything read
+/// until the server closes or 2 s of silence.
+pub async fn raw_request(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creates a store through the gateway and returns its id.
+pub async fn create_store(gw: &RunningGateway, token: &str, name: &str) -> String {
+    let response = http()
+        .post(gw.url("/api/stores"))
+        .bearer_auth(token)
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .expect("POST answers");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or_default();
+    assert_eq!(status, 201, "{body}");
+    body["store"]["id"].as_str().expect("store id").to_owned()
+}

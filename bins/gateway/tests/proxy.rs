@@ -1,0 +1,532 @@
+//! Proxying through the gateway to the real store service (and, to see
+//! exactly what an upstream receives, a local echo upstream on a second
+//! route); bad input refused before anything is forwarded; rate limits.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, http::Method, http::Uri};
+use common::*;
+use serde_json::{Value, json};
+
+/// What the echo upstream received.
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// An upstream answering with what it received (and recording it).
+async fn echo_upstream() -> (SocketAddr, Seen) {
+    echo_upstream_on(0).await
+}
+
+/// [`echo_upstream`] on `port`.
+async fn echo_upstream_on(port: u16) -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .fallback(
+            |State(seen): State<Seen>,
+             method: Method,
+             uri: Uri,
+             headers: HeaderMap,
+             body: Bytes| async move {
+                let headers: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
+                    .collect();
+                let request = json!({
+                    "method": method.as_str(),
+                    "uri": uri.to_string(),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                });
+                seen.lock().unwrap().push(request.clone());
+                (
+                    [
+                        ("connection", "x-upstream-hop"),
+                        ("x-upstream-hop", "secret"),
+                        ("keep-alive", "timeout=5"),
+                        ("x-upstream", "kept"),
+                    ],
+                    Json(request),
+                )
+            },
+        )
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+fn routes(store: &Store, echo: SocketAddr) -> String {
+    format!(
+        r#"
+[[routes]]
+prefix = "/api/stores"
+upstream = "http://{store}"
+scopes = {{ GET = ["stores:read"], POST = ["stores:write"], PUT = ["stores:write"] }}
+segment_scopes = {{ secrets = ["stores:secrets"] }}
+
+[[routes]]
+prefix = "/api/echo"
+upstream = "http://{echo}"
+scopes = {{ GET = ["stores:read"], POST = ["stores:write"] }}
+rate_limit = {{ per_second = 1, burst = 3 }}
+"#,
+        store = store.relay.addr,
+    )
+}
+
+/// The store service, OpenBao, the echo upstream and a gateway with both
+/// routes.
+async fn echo_stack() -> (Store, Security, SocketAddr, Seen, RunningGateway) {
+    let (store, security) = tokio::join!(Store::start(), Security::start());
+    let (echo, seen) = echo_upstream().await;
+    let gw = RunningGateway::start(&config_text(
+        &security.issuer.jwks_url,
+        &security,
+        &store,
+        "",
+        &routes(&store, echo),
+    ))
+    .await;
+    (store, security, echo, seen, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_bodies_headers_ids_and_reuses_upstream_connections() {
+    let (store, security, echo, seen, gw) = echo_stack().await;
+    let token = security.token("stores:read stores:write").await;
+    let http = http();
+
+    // Bodies both ways, against the real store service.
+    let id = create_store(&gw, &token, "Gateway Shop").await;
+    let read = http
+        .get(gw.url(&format!("/api/stores/{id}")))
+        .bearer_auth(&token)
+        .header("x-request-id", "client-id-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    // The store service echoes the id it received: the gateway forwarded
+    // the client's id, and echoes it too.
+    assert_eq!(read.headers()["x-request-id"], "client-id-42");
+    assert!(
+        read.headers().contains_key("etag"),
+        "store headers come back"
+    );
+    let body: Value = read.json().await.unwrap();
+    assert_eq!(body["store"]["name"], "Gateway Shop");
+
+    // A store-service error body passes through untouched.
+    let missing = get_with(
+        &gw.url("/api/stores/00000000-0000-7000-8000-000000000000"),
+        &token,
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+    let problem: Value = missing.json().await.unwrap();
+    assert_eq!(problem["message"], "Store not found.", "{problem}");
+
+    // What an upstream receives: headers, hop-by-hop removal, forwarding.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let echoed: Value = http
+        .post(gw.url("/api/echo/things?x=1&y=%20"))
+        .bearer_auth(&token)
+        .header("host", "api.example.test")
+        .header("connection", "keep-alive, x-client-hop")
+        .header("x-client-hop", "must-not-pass")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-custom", "kept")
+        .header("traceparent", traceparent)
+        .header("x-request-id", "bad id with spaces")
+        .body("hello upstream")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &echoed["headers"];
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["uri"], "/api/echo/things?x=1&y=%20");
+    assert_eq!(echoed["body"], "hello upstream");
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(headers["traceparent"], traceparent);
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], "api.example.test");
+    assert_eq!(headers["host"], echo.to_string());
+    for hop in [
+        "x-client-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "transfer-encoding",
+    ] {
+        assert!(headers.get(hop).is_none(), "{hop} was forwarded: {headers}");
+    }
+    // An insane client id is replaced by a UUIDv7, forwarded as such.
+    let replaced = headers["x-request-id"].as_str().unwrap();
+    assert_eq!(replaced.len(), 36, "{replaced}");
+    assert_eq!(&replaced[14..15], "7", "{replaced}");
+
+    // Response side: hop-by-hop and Connection-listed headers removed,
+    // the rest kept, the request id echoed.
+    let response = http
+        .get(gw.url("/api/echo/x"))
+        .bearer_auth(&token)
+        .header("x-request-id", "abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-upstream"], "kept");
+    assert!(response.headers().get("x-upstream-hop").is_none());
+    assert!(response.headers().get("keep-alive").is_none());
+    assert_eq!(response.headers()["x-request-id"], "abc.123");
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap()["headers"]["x-request-id"],
+        "abc.123"
+    );
+
+    // A chunked body within the limit is forwarded whole, with a length.
+    let answer = raw_request(
+        gw.addr,
+        format!(
+            "POST /api/echo/chunked HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\na\r\npart one, \r\n8\r\npart two\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let chunked = seen.lock().unwrap().last().unwrap().clone();
+    assert_eq!(chunked["body"], "part one, part two");
+    assert_eq!(chunked["headers"]["content-length"], "18");
+    assert!(chunked["headers"].get("transfer-encoding").is_none());
+
+    // Upstream keep-alive: sequential requests share pooled connections.
+    let before = store.relay.connections();
+    for _ in 0..30 {
+        let r = http
+            .get(gw.url(&format!("/api/stores/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let opened = store.relay.connections() - before;
+    assert!(
+        opened <= 3,
+        "30 sequential requests opened {opened} upstream connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_never_forwarded() {
+    let (store, security, _echo, seen, gw) = echo_stack().await;
+    let token = security
+        .token("stores:read stores:write stores:secrets")
+        .await;
+    let http = http();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let before = store.api_requests().await;
+
+    // Oversized bodies: declared, and chunked.
+    let big = "x".repeat(4096);
+    let declared = http
+        .post(gw.url("/api/stores"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 413);
+    let problem: Value = declared.json().await.unwrap();
+    assert_eq!(problem["error"], "PAYLOAD_TOO_LARGE");
+    let chunked = raw_request(
+        gw.addr,
+        format!(
+            "POST /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&chunked), 413, "{chunked}");
+
+    // Raw requests no HTTP client would send.
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "dot-dot",
+            format!(
+                "GET /api/stores/../secrets HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "encoded dot-dot",
+            format!(
+                "GET /api/stores/%2e%2e/%2e%2e/admin HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "mixed dot-dot",
+            format!(
+                "GET /api/stores/.%2E/x HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "encoded slash",
+            format!(
+                "GET /api/stores%2f..%2fadmin HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "encoded slash in id",
+            format!(
+                "GET /api/stores/a%2Fb HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "backslash",
+            format!(
+                "GET /api/stores/..\\admin HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "bare CR in a header",
+            format!(
+                "GET /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}X-Evil: a\rX-Injected: 1\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "bare LF inside a header value",
+            format!(
+                "GET /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}X-Evil: a\nX-Injected 1\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "CRLF-encoded in the path",
+            format!(
+                "GET /api/stores/%0d%0aX-Injected:%201 HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "Content-Length + Transfer-Encoding",
+            format!(
+                "POST /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "two Content-Lengths",
+            format!(
+                "POST /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{{}}"
+            ),
+        ),
+        (
+            "obfuscated Transfer-Encoding",
+            format!(
+                "POST /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: xchunked\r\nConnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "Transfer-Encoding: chunked, identity",
+            format!(
+                "POST /api/stores HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked, identity\r\nConnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+            ),
+        ),
+    ];
+    for (name, raw) in &cases {
+        let answer = raw_request(gw.addr, raw.as_bytes()).await;
+        let status = raw_status(&answer);
+        assert!((400..500).contains(&status), "{name}: {answer}");
+    }
+    // The same through the echo route: nothing arrives there either.
+    for raw in [
+        format!("GET /api/echo/../stores HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"),
+        format!("GET /api/echo/%2e%2e HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n"),
+        format!(
+            "POST /api/echo HTTP/1.1\r\nHost: gw\r\n{auth}Content-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+        ),
+    ] {
+        let answer = raw_request(gw.addr, raw.as_bytes()).await;
+        assert!((400..500).contains(&raw_status(&answer)), "{answer}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "forwarded: {:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(
+        store.api_requests().await,
+        before,
+        "a refused request reached the store service"
+    );
+
+    // A path outside every route, and a method a route does not allow.
+    let outside = get_with(&gw.url("/admin"), &token).await;
+    assert_eq!(outside.status(), 404);
+    let delete = http
+        .delete(gw.url("/api/stores/1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 405);
+    assert_eq!(delete.headers()["allow"], "GET, POST, PUT");
+    assert_eq!(store.api_requests().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_per_client_with_ietf_headers() {
+    let (_store, security, _echo, seen, gw) = echo_stack().await;
+    let (alice, bob) = tokio::join!(
+        security.token("stores:read"),
+        security.token("stores:read stores:write")
+    );
+    // burst 3 at 1/s: three pass (r = 2, 1, 0), the fourth is a 429.
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let r = get_with(&gw.url("/api/echo/a"), &alice).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"echo\";q=3;w=3");
+        remaining.push(r.headers()["ratelimit"].to_str().unwrap().to_owned());
+    }
+    let r: Vec<&str> = remaining
+        .iter()
+        .map(|v| v.split(';').nth(1).unwrap())
+        .collect();
+    // One token may come back between two requests on a slow machine.
+    assert!(
+        r[0] == "r=2" && (r[2] == "r=0" || r[2] == "r=1"),
+        "{remaining:?}"
+    );
+    let mut limited = None;
+    for _ in 0..5 {
+        let r = get_with(&gw.url("/api/echo/a"), &alice).await;
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("a 429 within 5 more requests");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    assert_eq!(limited.headers()["ratelimit-policy"], "\"echo\";q=3;w=3");
+    assert!(
+        limited.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"echo\";r=0;t=")
+    );
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = limited.json().await.unwrap();
+    assert_eq!(problem["error"], "RATE_LIMITED");
+    assert_eq!(problem["status"], 429);
+    assert!(
+        problem["requestId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    let forwarded = seen.lock().unwrap().len();
+
+    // Another client (another `sub`) has its own bucket.
+    let other = get_with(&gw.url("/api/echo/a"), &bob).await;
+    assert_eq!(other.status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), forwarded + 1);
+
+    // The store route has the default bucket, reported too.
+    let stores = get_with(&gw.url("/api/stores"), &alice).await;
+    assert_eq!(stores.status(), 200);
+    assert_eq!(stores.headers()["ratelimit-policy"], "\"stores\";q=100;w=2");
+
+    // Metrics count it.
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_rate_limited_total{route=\"echo\"}")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_route_breaker_is_a_critical_alert_until_it_closes() {
+    let (store, security, pagerduty) = tokio::join!(
+        Store::start(),
+        Security::start(),
+        PagerDutyReceiver::start()
+    );
+    // An upstream that is not there yet.
+    let port = testkit::free_port().unwrap();
+    let gw = RunningGateway::start(&config_text(
+        &security.issuer.jwks_url,
+        &security,
+        &store,
+        "",
+        &format!(
+            r#"
+[alerts]
+pagerduty_url = "{pd}"
+
+[[routes]]
+name = "flaky"
+prefix = "/api/flaky"
+upstream = "http://127.0.0.1:{port}"
+scopes = {{ GET = ["stores:read"] }}
+breaker = {{ preset = "store-service", minimum_calls = 2, window = {{ kind = "count", size = 4 }}, open_wait = "1s" }}
+"#,
+            pd = pagerduty.url
+        ),
+    ))
+    .await;
+    let token = security.token("stores:read").await;
+    let url = gw.url("/api/flaky/x");
+    // Unreachable: 502s until the breaker opens, then 503 + Retry-After
+    // without trying the upstream.
+    let first = get_with(&url, &token).await;
+    assert_eq!(first.status(), 502);
+    let open = get_until(&url, &token, 503, Duration::from_secs(20)).await;
+    assert_eq!(open.headers()["retry-after"], "1");
+    let problem: Value = open.json().await.unwrap();
+    assert_eq!(problem["error"], "UPSTREAM_UNAVAILABLE");
+    let key = "gateway/breaker_open:flaky";
+    pagerduty.wait_for("trigger", key, 1).await;
+
+    // The upstream comes up: after the open wait a probe closes the
+    // breaker, and the alert resolves.
+    let (_, seen) = echo_upstream_on(port).await;
+    get_until(&url, &token, 200, Duration::from_secs(20)).await;
+    assert!(!seen.lock().unwrap().is_empty());
+    pagerduty.wait_for("resolve", key, 1).await;
+    let for_key: Vec<_> = pagerduty
+        .actions()
+        .into_iter()
+        .filter(|(_, k)| k == key)
+        .collect();
+    assert_eq!(
+        for_key,
+        [
+            ("trigger".to_owned(), key.to_owned()),
+            ("resolve".to_owned(), key.to_owned())
+        ]
+    );
+}
