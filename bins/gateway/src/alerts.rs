@@ -218,6 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn raised_once_until_resolved() {
+        crate::startup::rustls_provider();
         let alerts = Alerts::new(None, reqwest::Client::new());
         let alert = Alert::SecurityFailClosed;
         assert!(alerts.raise(&alert));

@@ -11,7 +11,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderValue, header},
+    http::{HeaderMap, HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -276,6 +276,29 @@ fn bearer(value: Option<&HeaderValue>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Authenticates the request with `headers`: its principal, or the
+/// refusal to answer with (401, or the fail-closed 503), counted and
+/// logged.
+pub async fn authenticate(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+) -> Result<Arc<Principal>, Response> {
+    gateway
+        .verifier
+        .authenticate(headers.get(header::AUTHORIZATION))
+        .await
+        .map_err(|error| {
+            metrics::counter!("gateway_auth_failures_total", "reason" => error.reason())
+                .increment(1);
+            if error.is_retryable() {
+                tracing::warn!("request denied: security service unavailable (fail closed)");
+            } else {
+                tracing::info!(reason = error.reason(), "request not authenticated");
+            }
+            error.to_error().into_response()
+        })
+}
+
 /// The layer: authenticates, checks the route's scopes for the method and
 /// path (403 `insufficient_scope`), and puts the [`Principal`] on the
 /// request.
@@ -287,22 +310,9 @@ pub async fn layer(
     let Some(MatchedRoute(route)) = request.extensions().get::<MatchedRoute>().cloned() else {
         return next.run(request).await;
     };
-    let principal = match gateway
-        .verifier
-        .authenticate(request.headers().get(header::AUTHORIZATION))
-        .await
-    {
+    let principal = match authenticate(&gateway, request.headers()).await {
         Ok(principal) => principal,
-        Err(error) => {
-            metrics::counter!("gateway_auth_failures_total", "reason" => error.reason())
-                .increment(1);
-            if error.is_retryable() {
-                tracing::warn!("request denied: security service unavailable (fail closed)");
-            } else {
-                tracing::info!(reason = error.reason(), "request not authenticated");
-            }
-            return error.to_error().into_response();
-        }
+        Err(refused) => return refused,
     };
     let required = route
         .required_scopes(request.method(), request.uri().path())

@@ -117,6 +117,46 @@ pub struct Config {
     /// `/api/hardware` when `upstreams.hardware` is set).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Degraded mode: stale reads and the durable write queue.
+    #[serde(default)]
+    pub degraded: DegradedConfig,
+}
+
+/// `[degraded]`: what the gateway does while an upstream is down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DegradedConfig {
+    /// The write queue's file (redb); its folder must exist and be
+    /// writable. The queue key is `GATEWAY_QUEUE_KEY`, else the file
+    /// `<queue_path>.key` (created on first start, mode 0600).
+    pub queue_path: std::path::PathBuf,
+    /// Unfinished queued writes at most (503 past it).
+    pub queue_max_entries: u64,
+    /// Bytes of unfinished queued writes at most (503 past it).
+    pub queue_max_bytes: u64,
+    /// A queued write older than this is failed, not replayed: keep it
+    /// under the upstream's idempotency retention (store-service: 24 h).
+    pub queue_max_age: DurationText,
+    /// How long a finished write's status stays readable.
+    pub queue_retention: DurationText,
+    /// Last good reads kept at most.
+    pub stale_max_entries: u64,
+    /// Bytes of last good reads kept at most.
+    pub stale_max_bytes: u64,
+}
+
+impl Default for DegradedConfig {
+    fn default() -> Self {
+        Self {
+            queue_path: "gateway-queue.redb".into(),
+            queue_max_entries: 10_000,
+            queue_max_bytes: 64 * 1024 * 1024,
+            queue_max_age: DurationText(Duration::from_secs(23 * 3600)),
+            queue_retention: DurationText(Duration::from_secs(24 * 3600)),
+            stale_max_entries: 10_000,
+            stale_max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[server]`.
@@ -252,6 +292,10 @@ pub struct RouteConfig {
     /// This route's token bucket (default: `[rate_limit]`).
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Paths with one of these segments are sensitive: their responses are
+    /// never kept for stale reads (e.g. `secrets`).
+    #[serde(default)]
+    pub sensitive_segments: Vec<String>,
 }
 
 mod defaults {
@@ -379,6 +423,29 @@ impl Config {
         if let Some(url) = &self.upstreams.hardware {
             check_url("upstreams.hardware", url)?;
         }
+        let degraded = &self.degraded;
+        if degraded.queue_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "degraded.queue_path",
+                "must name a file",
+            ));
+        }
+        for (key, value) in [
+            ("degraded.queue_max_entries", degraded.queue_max_entries),
+            ("degraded.queue_max_bytes", degraded.queue_max_bytes),
+            ("degraded.stale_max_entries", degraded.stale_max_entries),
+            ("degraded.stale_max_bytes", degraded.stale_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be more than 0"));
+            }
+        }
+        if degraded.queue_max_age.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "degraded.queue_max_age",
+                "must be more than 0",
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -469,6 +536,7 @@ pub fn default_routes(upstreams: &UpstreamsConfig) -> Vec<RouteConfig> {
         scopes: scopes("stores:read", "stores:write"),
         segment_scopes: [("secrets".to_owned(), vec!["stores:secrets".to_owned()])].into(),
         rate_limit: None,
+        sensitive_segments: vec!["secrets".to_owned()],
     }];
     if let Some(hardware) = &upstreams.hardware {
         routes.push(RouteConfig {
@@ -480,6 +548,7 @@ pub fn default_routes(upstreams: &UpstreamsConfig) -> Vec<RouteConfig> {
             scopes: scopes("hardware:read", "hardware:write"),
             segment_scopes: BTreeMap::new(),
             rate_limit: None,
+            sensitive_segments: Vec::new(),
         });
     }
     routes

@@ -15,16 +15,21 @@
 pub mod alerts;
 pub mod auth;
 pub mod config;
+pub mod degraded;
 pub mod framing;
 pub mod jwks;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
+pub mod queue;
 pub mod ratelimit;
 pub mod readiness;
+pub mod replay;
 pub mod request_id;
+pub mod requests;
 pub mod routing;
 pub mod settings;
+pub mod stale;
 pub mod startup;
 pub mod telemetry;
 

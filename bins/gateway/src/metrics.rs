@@ -11,6 +11,11 @@
 //! | `gateway_security_breaker_state` | | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 //! | `gateway_jwks_age_seconds` | | age of the signing keys (-1: none yet) |
 //! | `gateway_jwks_fetches_total` | `outcome` | key fetches |
+//! | `gateway_upstream_circuit_state` | `upstream` | each route's breaker, as above |
+//! | `gateway_stale_responses_total` | `reason` | stale copies served (`circuit_open`, `service_unavailable`, `timeout`) |
+//! | `gateway_queued_writes_total` / `gateway_queue_refused_total` | `route` / | writes queued / refused with 503 |
+//! | `gateway_queue_depth`, `gateway_queue_bytes`, `gateway_queue_oldest_age_seconds` | | the write queue |
+//! | `gateway_replays_total` | `outcome` | replay attempts: `completed`, `retried`, `expired`, `failed` |
 //! | `breaker_*` | `breaker` | the `breaker` crate's figures for every breaker |
 
 use std::{
@@ -58,7 +63,24 @@ pub fn install() -> PrometheusHandle {
             metrics::describe_gauge!("gateway_security_breaker_state", "The security breaker: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed");
             metrics::describe_gauge!("gateway_jwks_age_seconds", "Age of the cached signing keys (-1: none yet)");
             metrics::describe_counter!("gateway_jwks_fetches_total", "Signing key fetches by outcome");
+            metrics::describe_gauge!("gateway_upstream_circuit_state", "Each upstream's breaker: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed");
+            metrics::describe_counter!("gateway_stale_responses_total", "Stale copies served while an upstream was down, by reason");
+            metrics::describe_counter!("gateway_queued_writes_total", "Writes queued while their upstream was down, by route");
+            metrics::describe_counter!("gateway_queue_refused_total", "Writes refused because the queue was full or failed (503)");
+            metrics::describe_gauge!("gateway_queue_depth", "Queued writes not finished yet");
+            metrics::describe_gauge!("gateway_queue_bytes", "Bytes of the queued writes not finished yet");
+            metrics::describe_gauge!("gateway_queue_oldest_age_seconds", "Age of the oldest unfinished queued write (0: none)");
+            metrics::describe_counter!("gateway_replays_total", "Replay attempts of queued writes, by outcome (completed, retried, expired, failed)");
             breaker::describe_metrics();
+            // Present (at 0) from the start, so that rates and alerts see
+            // them before the first event.
+            for reason in ["circuit_open", "service_unavailable", "timeout"] {
+                metrics::counter!("gateway_stale_responses_total", "reason" => reason).increment(0);
+            }
+            for outcome in ["completed", "retried", "expired", "failed"] {
+                metrics::counter!("gateway_replays_total", "outcome" => outcome).increment(0);
+            }
+            metrics::counter!("gateway_queue_refused_total").increment(0);
             handle
         })
         .clone()
@@ -132,6 +154,11 @@ pub async fn render(State(gateway): State<std::sync::Arc<Gateway>>) -> Response 
     keys.breaker().export_metrics();
     for route in gateway.routes.0.iter() {
         route.breaker.export_metrics();
+        metrics::gauge!("gateway_upstream_circuit_state", "upstream" => route.name.clone())
+            .set(state_number(route.breaker.state()));
+    }
+    if let Some(degraded) = &gateway.degraded {
+        queue_gauges(&degraded.queue).await;
     }
     metrics::gauge!("gateway_security_breaker_state").set(state_number(keys.breaker().state()));
     metrics::gauge!("gateway_jwks_age_seconds")
@@ -142,6 +169,22 @@ pub async fn render(State(gateway): State<std::sync::Arc<Gateway>>) -> Response 
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
+}
+
+/// Sets the queue's gauges: depth, bytes and the oldest write's age.
+pub async fn queue_gauges(queue: &std::sync::Arc<crate::queue::WriteQueue>) {
+    match crate::replay::blocking(queue, crate::queue::WriteQueue::stats).await {
+        Ok(stats) => {
+            metrics::gauge!("gateway_queue_depth").set(stats.depth as f64);
+            metrics::gauge!("gateway_queue_bytes").set(stats.bytes as f64);
+            let age = stats.oldest_accepted_ms.map_or(0.0, |at| {
+                let now = crate::queue::millis(std::time::SystemTime::now());
+                now.saturating_sub(at) as f64 / 1000.0
+            });
+            metrics::gauge!("gateway_queue_oldest_age_seconds").set(age);
+        }
+        Err(error) => tracing::error!(%error, "reading the write queue's figures failed"),
+    }
 }
 
 /// The gauge value of a breaker state.

@@ -49,6 +49,9 @@ pub enum Code {
     GatewayTimeout,
     /// 503: the gateway is shutting down or not ready.
     ServiceUnavailable,
+    /// 503: the upstream is down and the write queue is full (or cannot
+    /// take the write): nothing was accepted.
+    WriteQueueFull,
 }
 
 impl Code {
@@ -67,6 +70,7 @@ impl Code {
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::WriteQueueFull => "WRITE_QUEUE_FULL",
         }
     }
 
@@ -77,7 +81,8 @@ impl Code {
             Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::SecurityServiceUnavailable
             | Self::UpstreamUnavailable
-            | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::ServiceUnavailable
+            | Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -103,6 +108,7 @@ impl Code {
             Self::UpstreamUnavailable => "Upstream unavailable",
             Self::GatewayTimeout => "Gateway timeout",
             Self::ServiceUnavailable => "Service unavailable",
+            Self::WriteQueueFull => "Write queue full",
         }
     }
 
@@ -121,6 +127,9 @@ impl Code {
             Self::UpstreamUnavailable => "The upstream service is unavailable; retry later.",
             Self::GatewayTimeout => "The upstream service did not answer in time.",
             Self::ServiceUnavailable => "The gateway is not available.",
+            Self::WriteQueueFull => {
+                "The upstream service is unavailable and the gateway cannot queue more writes; nothing was accepted. Retry later."
+            }
         }
     }
 

@@ -9,12 +9,16 @@
 //! limit first, so an oversized one is refused (413) before anything
 //! reaches the upstream. Responses are streamed back.
 
-use std::{error::Error as _, sync::Arc, time::Duration};
+use std::{
+    error::Error as _,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Uri, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use breaker::Outcome;
@@ -25,8 +29,12 @@ use hyper_util::{
 };
 
 use crate::{
+    auth::Principal,
+    degraded::{Down, IDEMPOTENCY_KEY, Write, queue_write, read_while_down},
     problem::{Code, GatewayError},
-    routing::MatchedRoute,
+    request_id::RequestId,
+    routing::{MatchedRoute, Route},
+    stale::forbids_storing,
     startup::Gateway,
 };
 
@@ -83,49 +91,67 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The handler: forwards the request to its route's upstream.
+/// When to come back after a failure that did not open the breaker.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// The largest `200` kept for stale reads.
+const MAX_STALE_BODY: u64 = 1024 * 1024;
+
+/// The handler: forwards the request to its route's upstream; when the
+/// upstream is down, reads get their stale copy and writes are queued
+/// ([`crate::degraded`]).
 pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let Some(MatchedRoute(route)) = request.extensions().get::<MatchedRoute>().cloned() else {
         return GatewayError::new(Code::NotFound).into_response();
     };
-    let permit = match route.breaker.try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(rejected) => {
-            return GatewayError::new(Code::UpstreamUnavailable)
-                .retry_after(rejected.retry_after().unwrap_or(Duration::from_secs(30)))
-                .into_response();
-        }
-    };
+    let method = request.method().clone();
+    let is_read = method == Method::GET;
+    let is_write = method == Method::POST || method == Method::PUT;
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let principal = request.extensions().get::<Arc<Principal>>().cloned();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let degraded = gateway.degraded.as_deref();
     let client_ip = request
         .extensions()
         .get::<ConnectInfo<crate::framing::ClientAddr>>()
         .map(|c| c.0.0.ip());
     let (mut parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!(
-        "{}://{}{}{}",
-        route.scheme, route.authority, route.base_path, path_and_query
-    );
-    let Ok(uri) = uri.parse::<Uri>() else {
-        permit.record(Outcome::Ignore);
-        return GatewayError::new(Code::BadRequest).into_response();
-    };
-    let headers = &mut parts.headers;
-    let host = headers.remove(header::HOST);
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-    strip_hop_by_hop(headers);
-    forwarded_headers(headers, client_ip, host);
-    crate::telemetry::inject_current(headers);
     let limit = usize::try_from(gateway.config.server.body_limit_bytes).unwrap_or(usize::MAX);
-    let body = if chunked {
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // A write is read whole (within the limit) when it may have to be
+    // queued, and carries an Idempotency-Key so that a replay applies once.
+    let mut kept_body = None;
+    let mut idempotency_key = String::new();
+    if is_write {
+        idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY) {
+            Some(key) => String::from_utf8_lossy(key.as_bytes()).into_owned(),
+            None => {
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    parts.headers.insert(IDEMPOTENCY_KEY.clone(), value);
+                }
+                request_id.clone()
+            }
+        };
+    }
+    let body = if chunked || (is_write && degraded.is_some()) {
         match Limited::new(body, limit).collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                kept_body = Some(bytes.clone());
                 Body::from(bytes)
             }
             Err(error) => {
-                permit.record(Outcome::Ignore);
                 return if error.downcast_ref::<LengthLimitError>().is_some() {
                     GatewayError::new(Code::PayloadTooLarge).into_response()
                 } else {
@@ -138,21 +164,82 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
     } else {
         Body::new(Limited::new(body, limit))
     };
-    parts.uri = uri;
-    parts.version = axum::http::Version::HTTP_11;
-    let upstream_request = Request::from_parts(parts, body);
+    // What to answer when the upstream is down, with when to retry.
+    let down = |why: Down, retry_after: Duration| {
+        let (route, path_and_query, parts_headers) = (&route, &path_and_query, &parts.headers);
+        let (principal, request_id, idempotency_key) = (&principal, &request_id, &idempotency_key);
+        let (method, kept_body) = (&method, kept_body.clone());
+        async move {
+            match (degraded, kept_body) {
+                (Some(degraded), _) if is_read => {
+                    read_while_down(degraded, route, path_and_query, why, retry_after)
+                }
+                (Some(degraded), Some(body)) if is_write => {
+                    let write = Write {
+                        route,
+                        principal: principal.as_deref(),
+                        request_id,
+                        method: method.as_str(),
+                        path_and_query,
+                        headers: parts_headers,
+                        idempotency_key,
+                        body,
+                    };
+                    queue_write(degraded, write, retry_after).await
+                }
+                _ => match why {
+                    Down::CircuitOpen => GatewayError::new(Code::UpstreamUnavailable)
+                        .retry_after(retry_after)
+                        .into_response(),
+                    Down::Timeout => GatewayError::new(Code::GatewayTimeout).into_response(),
+                    Down::Unavailable(_) => GatewayError::new(Code::BadGateway).into_response(),
+                },
+            }
+        }
+    };
+    let permit = match route.breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(rejected) => {
+            let retry_after = rejected.retry_after().unwrap_or(Duration::from_secs(30));
+            return down(Down::CircuitOpen, retry_after).await;
+        }
+    };
+    let uri = format!(
+        "{}://{}{}{}",
+        route.scheme, route.authority, route.base_path, path_and_query
+    );
+    let Ok(uri) = uri.parse::<Uri>() else {
+        permit.record(Outcome::Ignore);
+        return GatewayError::new(Code::BadRequest).into_response();
+    };
+    let mut upstream_parts = parts.clone();
+    let headers = &mut upstream_parts.headers;
+    let host = headers.remove(header::HOST);
+    strip_hop_by_hop(headers);
+    forwarded_headers(headers, client_ip, host);
+    crate::telemetry::inject_current(headers);
+    upstream_parts.uri = uri;
+    upstream_parts.version = axum::http::Version::HTTP_11;
+    let upstream_request = Request::from_parts(upstream_parts, body);
     let answer =
         tokio::time::timeout(route.timeout, gateway.client.request(upstream_request)).await;
     match answer {
+        Ok(Ok(response)) if response.status().is_server_error() => {
+            permit.record(Outcome::Failure);
+            let status = response.status();
+            if is_read && degraded.is_some() {
+                return down(Down::Unavailable(Some(status)), RETRY_AFTER_FAILURE).await;
+            }
+            passthrough(response)
+        }
         Ok(Ok(response)) => {
-            permit.record(if response.status().is_server_error() {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            });
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            permit.record(Outcome::Success);
+            match degraded {
+                Some(degraded) if is_read && keepable(&route, &path_and_query, &response) => {
+                    keep(degraded, &path_and_query, response).await
+                }
+                _ => passthrough(response),
+            }
         }
         Ok(Err(error)) => {
             if is_length_limit(&error) {
@@ -161,13 +248,70 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
             }
             permit.record(Outcome::Failure);
             tracing::warn!(route = %route.name, error = %error, "upstream request failed");
-            GatewayError::new(Code::BadGateway).into_response()
+            down(Down::Unavailable(None), RETRY_AFTER_FAILURE).await
         }
         Err(_) => {
             permit.record(Outcome::Timeout);
             tracing::warn!(route = %route.name, timeout = ?route.timeout, "upstream timed out");
-            GatewayError::new(Code::GatewayTimeout).into_response()
+            down(Down::Timeout, RETRY_AFTER_FAILURE).await
         }
+    }
+}
+
+/// The upstream's response, hop-by-hop headers removed, body streamed.
+fn passthrough(response: axum::http::Response<hyper::body::Incoming>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Whether a read's answer is kept for stale reads: a `200` JSON answer of
+/// a known, bounded length, not `no-store`/`private`, on a path that is
+/// not sensitive.
+fn keepable(
+    route: &Route,
+    path_and_query: &str,
+    response: &axum::http::Response<hyper::body::Incoming>,
+) -> bool {
+    let headers = response.headers();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let cache_control = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok());
+    let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+    response.status() == StatusCode::OK
+        && json
+        && length.is_some_and(|l| l <= MAX_STALE_BODY)
+        && !forbids_storing(cache_control)
+        && !route.is_sensitive(path)
+}
+
+/// Reads the whole answer, keeps it as the last good copy of
+/// `path_and_query`, and answers with it.
+async fn keep(
+    degraded: &crate::degraded::Degraded,
+    path_and_query: &str,
+    response: axum::http::Response<hyper::body::Incoming>,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let limit = usize::try_from(MAX_STALE_BODY).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            degraded
+                .stale
+                .put(path_and_query.to_owned(), &bytes, SystemTime::now());
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(_) => GatewayError::new(Code::BadGateway).into_response(),
     }
 }
 

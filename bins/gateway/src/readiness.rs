@@ -1,6 +1,7 @@
 //! `GET /health` (the process answers) and `GET /ready`: the configuration
 //! is loaded (it is, or the process would not run), every upstream's host
-//! resolves, and the signing keys were obtained at least once. Neither
+//! resolves, the signing keys were obtained at least once, and the write
+//! queue is open. Neither
 //! needs a token.
 
 use std::{sync::Arc, time::Duration};
@@ -29,7 +30,14 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
         upstreams.insert(route.name.clone(), json!(resolves));
     }
     let shutting_down = gateway.is_shutting_down();
-    let ready = keys && !shutting_down && upstreams.values().all(|v| v == &json!(true));
+    // The queue answers a read (its file is open and readable).
+    let queue = match &gateway.degraded {
+        Some(degraded) => crate::replay::blocking(&degraded.queue, crate::queue::WriteQueue::stats)
+            .await
+            .is_ok(),
+        None => false,
+    };
+    let ready = keys && queue && !shutting_down && upstreams.values().all(|v| v == &json!(true));
     let status = if ready {
         StatusCode::OK
     } else {
@@ -41,6 +49,7 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
             "status": if ready { "ready" } else { "not ready" },
             "configuration": true,
             "signingKeys": keys,
+            "writeQueue": queue,
             "upstreams": upstreams,
             "shuttingDown": shutting_down,
         })),

@@ -42,6 +42,8 @@ pub struct Route {
     pub scopes: BTreeMap<String, Vec<String>>,
     /// Paths with one of these segments need these scopes instead.
     pub segment_scopes: BTreeMap<String, Vec<String>>,
+    /// Paths with one of these segments are never kept for stale reads.
+    pub sensitive_segments: Vec<String>,
     /// The upstream's breaker.
     pub breaker: Breaker,
     /// The route's token buckets (per client).
@@ -89,6 +91,7 @@ impl Route {
             timeout: config.timeout.0,
             scopes: config.scopes.clone(),
             segment_scopes: config.segment_scopes.clone(),
+            sensitive_segments: config.sensitive_segments.clone(),
             breaker: Breaker::new(&name, config.breaker.clone()),
             bucket,
             policy_field,
@@ -112,6 +115,12 @@ impl Route {
             .split('/')
             .find_map(|segment| self.segment_scopes.get(segment));
         Some(by_segment.unwrap_or(by_method))
+    }
+
+    /// Whether `path` is sensitive (its responses are never cached).
+    pub fn is_sensitive(&self, path: &str) -> bool {
+        path.split('/')
+            .any(|segment| self.sensitive_segments.iter().any(|s| s == segment))
     }
 
     /// Counts one request of `method` answered with `status` after
@@ -145,6 +154,11 @@ impl Routes {
     /// The route serving `path`.
     pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
         self.0.iter().find(|r| r.matches(path))
+    }
+
+    /// The route named `name`.
+    pub fn by_name(&self, name: &str) -> Option<Arc<Route>> {
+        self.0.iter().find(|r| r.name == name).cloned()
     }
 }
 

@@ -98,6 +98,12 @@ pub struct Settings {
     #[arg(long, env = "PAGERDUTY_ROUTING_KEY", hide_env_values = true)]
     pub pagerduty_routing_key: Option<Secret>,
 
+    /// The write queue's key (base64 of 32 bytes): queued request bodies,
+    /// which may carry store secrets, are sealed with it (AES-256-GCM).
+    /// Unset: the file `<degraded.queue_path>.key`, created on first start.
+    #[arg(long, env = "GATEWAY_QUEUE_KEY", hide_env_values = true)]
+    pub queue_key: Option<Secret>,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -117,6 +123,7 @@ impl Settings {
             store_service_url: None,
             hardware_service_url: None,
             pagerduty_routing_key: None,
+            queue_key: None,
             log_format: "json".into(),
             otlp_endpoint: None,
         }

@@ -24,6 +24,7 @@ use crate::{
     alerts::{self, Alerts, PagerDuty},
     auth::{self, Verifier},
     config::Config,
+    degraded::Degraded,
     framing::GuardedListener,
     jwks::KeyStore,
     metrics, proxy, ratelimit, readiness, request_id,
@@ -46,6 +47,8 @@ pub struct Gateway {
     pub client: proxy::UpstreamClient,
     /// The metrics renderer.
     pub metrics: PrometheusHandle,
+    /// Degraded mode: stale reads and the durable write queue.
+    pub degraded: Option<Arc<Degraded>>,
     /// Set once shutdown started (`/ready` answers 503).
     shutting_down: AtomicBool,
 }
@@ -70,6 +73,8 @@ pub struct Application {
     gateway: Arc<Gateway>,
     /// The background key refresher.
     refresher: tokio::task::JoinHandle<()>,
+    /// The replay loop of queued writes.
+    replayer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -132,6 +137,8 @@ impl Application {
         for route in routes.0.iter() {
             alerts::watch_breaker(alerts.clone(), &route.breaker);
         }
+        let degraded = Degraded::open(&config.degraded, settings.queue_key.as_ref())
+            .context("starting degraded mode")?;
         let client = proxy::client(
             config.server.upstream_idle_timeout.0,
             config.server.upstream_connect_timeout.0,
@@ -143,9 +150,14 @@ impl Application {
             alerts,
             client,
             metrics,
+            degraded: Some(Arc::new(degraded)),
             shutting_down: AtomicBool::new(false),
         });
         let refresher = keys.spawn_refresher();
+        let replayer = tokio::spawn(crate::replay::run(
+            Arc::clone(&gateway),
+            std::future::pending::<()>(),
+        ));
         tokio::spawn(forget_idle_clients(Arc::clone(&gateway)));
         let router = router(Arc::clone(&gateway));
         let listener = TcpListener::bind((settings.host, settings.port))
@@ -158,6 +170,7 @@ impl Application {
             router,
             gateway,
             refresher,
+            replayer,
         })
     }
 
@@ -213,6 +226,7 @@ impl Application {
             }
         };
         self.refresher.abort();
+        self.replayer.abort();
         outcome
     }
 }
@@ -232,6 +246,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         ))
         .with_state(Arc::clone(&gateway));
     Router::new()
+        .route("/api/requests/{id}", get(crate::requests::status))
         .route("/health", get(readiness::health))
         .route("/ready", get(readiness::ready))
         .route("/metrics", get(metrics::render))

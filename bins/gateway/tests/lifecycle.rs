@@ -30,6 +30,7 @@ impl Binary {
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let port = testkit::free_port().unwrap();
         let child = Command::new(BINARY)
+            .current_dir(dir.path())
             .env("GATEWAY_CONFIG", &path)
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
@@ -132,6 +133,7 @@ async fn help_lists_every_variable_and_bad_keys_are_named() {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, &text).unwrap();
         let output = Command::new(BINARY)
+            .current_dir(dir.path())
             .env("GATEWAY_CONFIG", &path)
             .env("PORT", "0")
             .env("PAGERDUTY_ROUTING_KEY", "pd-secret-value")

@@ -500,12 +500,27 @@ breaker = {{ preset = "store-service", minimum_calls = 2, window = {{ kind = "co
     .await;
     let token = security.token("stores:read").await;
     let url = gw.url("/api/flaky/x");
-    // Unreachable: 502s until the breaker opens, then 503 + Retry-After
-    // without trying the upstream.
+    // Unreachable, nothing cached: 503 + Retry-After (5 s, the upstream was
+    // tried) until the breaker opens, then 503 + the breaker's Retry-After
+    // (1 s) without trying the upstream.
     let first = get_with(&url, &token).await;
-    assert_eq!(first.status(), 502);
-    let open = get_until(&url, &token, 503, Duration::from_secs(20)).await;
-    assert_eq!(open.headers()["retry-after"], "1");
+    assert_eq!(first.status(), 503);
+    assert_eq!(first.headers()["retry-after"], "5");
+    let problem: Value = first.json().await.unwrap();
+    assert_eq!(problem["error"], "UPSTREAM_UNAVAILABLE");
+    let open = eventually("the breaker to open", Duration::from_secs(20), || {
+        let request = get_with(&url, &token);
+        async move {
+            let response = request.await;
+            (response
+                .headers()
+                .get("retry-after")
+                .is_some_and(|v| v == "1"))
+            .then_some(response)
+        }
+    })
+    .await;
+    assert_eq!(open.status(), 503);
     let problem: Value = open.json().await.unwrap();
     assert_eq!(problem["error"], "UPSTREAM_UNAVAILABLE");
     let key = "gateway/breaker_open:flaky";

@@ -290,7 +290,21 @@ pub(crate) async fn configure_gateway(
          per_second = {per_second}\n\
          burst = {burst}\n\n\
          [upstreams]\n\
-         store = \"http://127.0.0.1:3000\"\n",
+         store = \"http://127.0.0.1:3000\"\n\n\
+         # The default stores route, with a 2 s timeout so that an outage\n\
+         # (README: \"An outage\") shows quickly.\n\
+         [[routes]]\n\
+         name = \"stores\"\n\
+         prefix = \"/api/stores\"\n\
+         upstream = \"http://127.0.0.1:3000\"\n\
+         timeout = \"2s\"\n\
+         breaker = {{ preset = \"store-service\" }}\n\
+         scopes = {{ GET = [\"stores:read\"], HEAD = [\"stores:read\"], POST = [\"stores:write\"], PUT = [\"stores:write\"], PATCH = [\"stores:write\"] }}\n\
+         segment_scopes = {{ secrets = [\"stores:secrets\"] }}\n\
+         sensitive_segments = [\"secrets\"]\n\n\
+         [degraded]\n\
+         queue_path = \"{queue}\"\n",
+        queue = dir.join("gateway-queue.redb").display(),
         jwks = issuer.jwks_url,
         iss = issuer.issuer,
         aud = issuer.client_id,

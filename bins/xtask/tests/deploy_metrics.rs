@@ -215,6 +215,10 @@ fn gateway_config(dir: &Path, bao: &OpenBao, issuer: &OidcIssuer) -> PathBuf {
     );
     let local: String = production
         .replace(CLUSTER_BAO, bao.addr())
+        .replace(
+            "/var/lib/gateway/queue.redb",
+            &dir.join("queue.redb").display().to_string(),
+        )
         .lines()
         .filter(|l| !l.trim_start().starts_with("pagerduty_url"))
         .map(|l| format!("{l}\n"))

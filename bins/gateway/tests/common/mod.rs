@@ -7,7 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{
         Arc, Mutex, OnceLock,
@@ -167,6 +167,32 @@ pub struct Store {
     pub child: Child,
     pub addr: std::net::SocketAddr,
     pub relay: CountingRelay,
+    binary: PathBuf,
+    url: String,
+}
+
+/// Starts store-service on `port` against `url` and waits until ready.
+async fn spawn_store(binary: &Path, url: &str, port: u16) -> Child {
+    let child = Command::new(binary)
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("DATABASE_URL", url)
+        .env("DB_MAX_CONNECTIONS", "8")
+        .env("RUST_LOG", "error")
+        .env_remove("BAO_ADDR")
+        .env_remove("VAULT_ADDR")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("store-service starts");
+    get_until(
+        &format!("http://127.0.0.1:{port}/ready"),
+        "",
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    child
 }
 
 impl Store {
@@ -187,33 +213,35 @@ impl Store {
             .expect("migrate runs");
         assert!(migrated.success(), "store-service migrate failed");
         let port = testkit::free_port().expect("free port");
-        let child = Command::new(&binary)
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", &url)
-            .env("DB_MAX_CONNECTIONS", "8")
-            .env("RUST_LOG", "error")
-            .env_remove("BAO_ADDR")
-            .env_remove("VAULT_ADDR")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("store-service starts");
+        let child = spawn_store(&binary, &url, port).await;
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        get_until(
-            &format!("http://{addr}/ready"),
-            "",
-            200,
-            Duration::from_secs(60),
-        )
-        .await;
         let relay = CountingRelay::start(addr).await;
         Self {
             pg,
             child,
             addr,
             relay,
+            binary,
+            url,
         }
+    }
+
+    /// Kills the service (its port refuses connections until `restart`).
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts the service again on the same port and database.
+    pub async fn restart(&mut self) {
+        self.child = spawn_store(&self.binary, &self.url, self.addr.port()).await;
+    }
+
+    /// A connection to the store database, as the superuser.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        self.pg
+            .admin_db(self.pg.primary(), "stores")
+            .await
+            .expect("database connection")
     }
 
     /// Requests the store service has served on `/api/...` (from its own
@@ -408,6 +436,8 @@ pub struct RunningGateway {
     pub addr: std::net::SocketAddr,
     pub state: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
+    /// Holds the write queue's file when the configuration names none.
+    _queue_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for RunningGateway {
@@ -420,10 +450,15 @@ impl Drop for RunningGateway {
 
 impl RunningGateway {
     pub async fn start(config_text: &str) -> Self {
-        let config = Config::parse(config_text)
+        let mut config = Config::parse(config_text)
             .expect("config parses")
             .with_upstreams(None, None)
             .expect("config checks");
+        let queue_dir = (!config_text.contains("queue_path")).then(|| {
+            let dir = tempfile::tempdir().expect("queue folder");
+            config.degraded.queue_path = dir.path().join("queue.redb");
+            dir
+        });
         let mut settings = Settings::new("test.toml");
         settings.port = 0;
         settings.host = [127, 0, 0, 1].into();
@@ -442,6 +477,7 @@ impl RunningGateway {
             addr,
             state,
             stop: Some(stop),
+            _queue_dir: queue_dir,
         };
         get_until(&gateway.url("/ready"), "", 200, Duration::from_secs(30)).await;
         gateway

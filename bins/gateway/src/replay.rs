@@ -1,0 +1,253 @@
+//! Replays the queued writes ([`crate::queue`]) when their upstream lets
+//! calls through again: in arrival order per resource, with back-off on
+//! 5xx, connection errors, timeouts and `409 IDEMPOTENCY_KEY_IN_USE` (the
+//! first attempt still running upstream). Any other answer (2xx, and 4xx
+//! such as a 409 version conflict) completes the write with that answer.
+//!
+//! Every replay carries the write's `Idempotency-Key`, so a replay whose
+//! first attempt reached the upstream (a timeout after sending, a crash
+//! before the outcome was recorded) is answered from the upstream's
+//! idempotency record instead of being applied twice.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use axum::{
+    body::Body,
+    http::{HeaderName, HeaderValue, Method, Request, Uri, header},
+};
+use breaker::Outcome as BreakerOutcome;
+use http_body_util::{BodyExt as _, Limited};
+
+use crate::{
+    queue::{Outcome, QueueError, QueuedWrite, WriteQueue},
+    startup::Gateway,
+};
+
+/// How many due writes one pass takes.
+const BATCH: usize = 32;
+/// The longest a pass waits for new work (so an opened breaker's half-open
+/// probe time is noticed without a wake-up).
+const IDLE: Duration = Duration::from_secs(1);
+/// The largest upstream answer kept as a write's outcome.
+const MAX_OUTCOME_BYTES: usize = 1024 * 1024;
+
+/// The back-off after `attempts` failed attempts: 0.5 s doubling to 30 s,
+/// with ±25 % jitter.
+pub fn backoff(attempts: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << attempts.saturating_sub(1).min(6));
+    let base = base.min(Duration::from_secs(30));
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+/// Runs `work` on the blocking pool (redb is synchronous).
+pub async fn blocking<T: Send + 'static>(
+    queue: &Arc<WriteQueue>,
+    work: impl FnOnce(&WriteQueue) -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, QueueError> {
+    let queue = Arc::clone(queue);
+    tokio::task::spawn_blocking(move || work(&queue))
+        .await
+        .map_err(|e| QueueError::Storage(format!("queue task: {e}")))?
+}
+
+/// The replay loop, until `shutdown` resolves.
+pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    let Some(degraded) = gateway.degraded.as_ref() else {
+        return;
+    };
+    let (queue, wake) = (Arc::clone(&degraded.queue), Arc::clone(&degraded.wake));
+    tokio::pin!(shutdown);
+    loop {
+        let due = blocking(&queue, |q| q.due(SystemTime::now(), BATCH)).await;
+        match due {
+            Ok(due) => {
+                for write in due {
+                    replay(&gateway, &queue, write).await;
+                }
+            }
+            Err(error) => tracing::error!(%error, "reading the write queue failed"),
+        }
+        crate::metrics::queue_gauges(&queue).await;
+        let wait = match blocking(&queue, WriteQueue::next_due_ms).await {
+            Ok(Some(at)) => {
+                let now = crate::queue::millis(SystemTime::now());
+                Duration::from_millis(at.saturating_sub(now)).min(IDLE)
+            }
+            _ => IDLE,
+        };
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One attempt at `write`.
+async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) {
+    let id = write.id;
+    let now = SystemTime::now();
+    let age = now.duration_since(write.accepted_at()).unwrap_or_default();
+    if age > queue.limits().max_age {
+        let reason = "expired: older than the upstream's idempotency retention, not replayed";
+        finish(queue, id, "expired", move |q| q.fail(id, reason, now)).await;
+        return;
+    }
+    let Some(route) = gateway.routes.by_name(&write.route) else {
+        let reason = "the route is no longer configured";
+        finish(queue, id, "failed", move |q| q.fail(id, reason, now)).await;
+        return;
+    };
+    let permit = match route.breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(rejected) => {
+            // Not an attempt: the breaker says when to come back.
+            let at = now + rejected.retry_after().unwrap_or(IDLE);
+            let _ = blocking(queue, move |q| q.retry(id, at, "circuit open")).await;
+            return;
+        }
+    };
+    let started = match blocking(queue, move |q| q.start(id)).await {
+        Ok(started) => started,
+        Err(error) => {
+            permit.record(BreakerOutcome::Ignore);
+            tracing::error!(%error, request_id = %id, "marking a queued write as replaying failed");
+            return;
+        }
+    };
+    let payload = match queue.payload(&started) {
+        Ok(payload) => payload,
+        Err(error) => {
+            permit.record(BreakerOutcome::Ignore);
+            let reason = format!("the queued payload cannot be read: {error}");
+            finish(queue, id, "failed", move |q| {
+                q.fail(id, &reason, SystemTime::now())
+            })
+            .await;
+            return;
+        }
+    };
+    let request = match build(&route, &started, payload) {
+        Some(request) => request,
+        None => {
+            permit.record(BreakerOutcome::Ignore);
+            let reason = "the queued request cannot be rebuilt";
+            finish(queue, id, "failed", move |q| {
+                q.fail(id, reason, SystemTime::now())
+            })
+            .await;
+            return;
+        }
+    };
+    let answer = tokio::time::timeout(route.timeout, gateway.client.request(request)).await;
+    let retry_at = SystemTime::now() + backoff(started.attempts);
+    match answer {
+        Ok(Ok(response)) if response.status().is_server_error() => {
+            permit.record(BreakerOutcome::Failure);
+            let error = format!("upstream answered {}", response.status());
+            finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+        }
+        Ok(Ok(response)) => {
+            permit.record(BreakerOutcome::Success);
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = match Limited::new(response.into_body(), MAX_OUTCOME_BYTES)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes().to_vec(),
+                // The write was applied; only its answer is lost.
+                Err(_) => Vec::new(),
+            };
+            if status == 409 && still_running(&body) {
+                // The first attempt (sent before a timeout or a crash) is
+                // still running upstream: ask again later for its answer.
+                let error = "the upstream is still running the first attempt".to_owned();
+                finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+                return;
+            }
+            let outcome = Outcome {
+                status,
+                content_type,
+                body,
+            };
+            finish(queue, id, "completed", move |q| {
+                q.complete(id, outcome, SystemTime::now())
+            })
+            .await;
+        }
+        Ok(Err(error)) => {
+            permit.record(BreakerOutcome::Failure);
+            let error = format!("upstream unreachable: {error}");
+            finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+        }
+        Err(_) => {
+            permit.record(BreakerOutcome::Timeout);
+            let error = format!("upstream timed out after {:?}", route.timeout);
+            finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+        }
+    }
+}
+
+/// Whether a 409 says the key's first request is still running
+/// (`IDEMPOTENCY_KEY_IN_USE`), not a conflict of the write itself.
+fn still_running(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")?
+                .as_str()
+                .map(|e| e == "IDEMPOTENCY_KEY_IN_USE")
+        })
+        .unwrap_or(false)
+}
+
+/// Records an attempt's end and counts it by `outcome`.
+async fn finish(
+    queue: &Arc<WriteQueue>,
+    id: uuid::Uuid,
+    outcome: &'static str,
+    change: impl FnOnce(&WriteQueue) -> Result<QueuedWrite, QueueError> + Send + 'static,
+) {
+    metrics::counter!("gateway_replays_total", "outcome" => outcome).increment(1);
+    if let Err(error) = blocking(queue, change).await {
+        tracing::error!(%error, request_id = %id, "recording a replay's outcome failed");
+    }
+}
+
+/// The upstream request of `write`.
+fn build(
+    route: &crate::routing::Route,
+    write: &QueuedWrite,
+    payload: crate::queue::Payload,
+) -> Option<Request<Body>> {
+    let uri: Uri = format!(
+        "{}://{}{}{}",
+        route.scheme, route.authority, route.base_path, write.path_and_query
+    )
+    .parse()
+    .ok()?;
+    let method = Method::from_bytes(write.method.as_bytes()).ok()?;
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in &payload.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) else {
+            continue;
+        };
+        request = request.header(name, value);
+    }
+    request = request
+        .header("idempotency-key", &write.idempotency_key)
+        .header("x-request-id", write.id.to_string())
+        .header(header::CONTENT_LENGTH, payload.body.len());
+    request.body(Body::from(payload.body)).ok()
+}

@@ -1,0 +1,73 @@
+//! `GET /api/requests/{id}`: where a queued write stands.
+//!
+//! `{"requestId", "status": "queued" | "replaying" | "completed" |
+//! "failed", "method", "path", "acceptedAt", "attempts", "lastError",
+//! "response": {"status", "body"}}` (`response` once completed; `body` is
+//! the upstream's JSON, or its text). Only the principal (`sub`) that sent
+//! the write may read it: anyone else, like an unknown id, gets 404.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, Request, State},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    auth,
+    problem::{Code, GatewayError},
+    replay::blocking,
+    startup::Gateway,
+};
+
+/// The handler.
+pub async fn status(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let principal = match auth::authenticate(&gateway, request.headers()).await {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
+    let not_found = || {
+        GatewayError::new(Code::NotFound)
+            .with_message("No queued request with this id.")
+            .into_response()
+    };
+    let (Some(degraded), Ok(id)) = (gateway.degraded.as_ref(), Uuid::try_parse(&id)) else {
+        return not_found();
+    };
+    let record = match blocking(&degraded.queue, move |q| q.get(id)).await {
+        Ok(Some(record)) if !principal.sub.is_empty() && *record.principal == *principal.sub => {
+            record
+        }
+        Ok(_) => return not_found(),
+        Err(error) => {
+            tracing::error!(%error, "reading the write queue failed");
+            return GatewayError::new(Code::ServiceUnavailable).into_response();
+        }
+    };
+    let response = record.outcome.as_ref().map(|outcome| {
+        let body = serde_json::from_slice::<Value>(&outcome.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&outcome.body).into_owned()));
+        json!({"status": outcome.status, "body": body})
+    });
+    let accepted = time::OffsetDateTime::from(record.accepted_at())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Json(json!({
+        "requestId": record.id.to_string(),
+        "status": record.state.as_str(),
+        "method": record.method,
+        "path": record.path_and_query,
+        "acceptedAt": accepted,
+        "attempts": record.attempts,
+        "lastError": record.last_error,
+        "response": response,
+    }))
+    .into_response()
+}
