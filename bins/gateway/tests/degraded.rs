@@ -160,11 +160,84 @@ async fn stale_reads_and_the_breaker_per_upstream() {
     assert_eq!(back["store"]["id"], id);
     assert_eq!(metric(&gw.metrics().await, state), Some(0.0));
 
-    // A timeout (PostgreSQL frozen under the service): stale, `timeout`.
+    // Timeouts (PostgreSQL frozen under the service): stale, `timeout`,
+    // until they open the breaker too.
     store.pg.freeze(store.pg.primary()).await.unwrap();
     let timed_out: Value = get_with(&url, &token).await.json().await.unwrap();
-    store.pg.thaw(store.pg.primary()).await.unwrap();
     assert_eq!(timed_out["meta"]["staleReason"], "timeout", "{timed_out}");
+    eventually(
+        "timeouts to open the breaker",
+        Duration::from_secs(30),
+        || {
+            let request = get_with(&url, &token);
+            async move {
+                let body: Value = request.await.json().await.ok()?;
+                (body["meta"]["staleReason"] == "circuit_open").then_some(())
+            }
+        },
+    )
+    .await;
+    store.pg.thaw(store.pg.primary()).await.unwrap();
+}
+
+/// An upstream that answers every request with 500.
+async fn failing_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": "INTERNAL_ERROR"})),
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_5xx_open_the_breaker() {
+    let (store, security) = tokio::join!(Store::start(), Security::start());
+    let failing = failing_upstream().await;
+    let gw = RunningGateway::start(&config_text(
+        &security.issuer.jwks_url,
+        &security,
+        &store,
+        "",
+        &format!(
+            r#"
+[[routes]]
+name = "failing"
+prefix = "/api/failing"
+upstream = "http://{failing}"
+scopes = {{ GET = ["stores:read"] }}
+breaker = {{ preset = "store-service", minimum_calls = 2, window = {{ kind = "count", size = 4 }}, open_wait = "30s" }}
+"#
+        ),
+    ))
+    .await;
+    let token = security.token("stores:read").await;
+    let url = gw.url("/api/failing/x");
+    // Nothing kept: each 500 becomes a 503 with Retry-After, until the
+    // breaker opens (its Retry-After is then the open wait).
+    let first = get_with(&url, &token).await;
+    assert_eq!(first.status(), 503);
+    eventually("5xx to open the breaker", Duration::from_secs(20), || {
+        let request = get_with(&url, &token);
+        async move {
+            let response = request.await;
+            let retry: u64 = response
+                .headers()
+                .get("retry-after")?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok()?;
+            (retry > 5).then_some(())
+        }
+    })
+    .await;
+    let state = "gateway_upstream_circuit_state{upstream=\"failing\"}";
+    assert_eq!(metric(&gw.metrics().await, state), Some(1.0));
 }
 
 /// The gateway as a process of its own (so that it can be `kill -9`ed),
