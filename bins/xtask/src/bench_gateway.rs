@@ -271,6 +271,7 @@ async fn measure(
             per_second: 10_000_000,
             burst: 10_000_000,
         },
+        &format!("http://{store_addr}"),
     )
     .await?;
     let gateway_port = testkit::free_port()?;

@@ -141,9 +141,14 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     let approle = configure_bao(&pg, &bao)
         .await
         .context("configuring OpenBao")?;
-    configure_gateway(dir, &bao, &GatewayLimits::default())
-        .await
-        .context("configuring OpenBao's token issuer for the gateway")?;
+    configure_gateway(
+        dir,
+        &bao,
+        &GatewayLimits::default(),
+        "http://127.0.0.1:3000",
+    )
+    .await
+    .context("configuring OpenBao's token issuer for the gateway")?;
 
     let mut children = Vec::new();
     if options.services {
@@ -269,13 +274,14 @@ impl Default for GatewayLimits {
 
 /// Configures OpenBao's identity token issuer (ES256 key `gateway`, role
 /// `api` putting the entity's `scope` metadata into 1 h tokens), writes
-/// `<dir>/gateway.toml` (JWKS, issuer, audience, the store service on
-/// 3000) and `<dir>/oidc.json` for `cargo xtask token`. Returns the
+/// `<dir>/gateway.toml` (JWKS, issuer, audience, the store service at
+/// `store_url`) and `<dir>/oidc.json` for `cargo xtask token`. Returns the
 /// configuration file's path and the issuer.
 pub(crate) async fn configure_gateway(
     dir: &Path,
     bao: &OpenBao,
     limits: &GatewayLimits,
+    store_url: &str,
 ) -> anyhow::Result<(PathBuf, testkit::OidcIssuer)> {
     let issuer = bao
         .configure_oidc_issuer("gateway", "api", Duration::from_secs(3600))
@@ -290,13 +296,13 @@ pub(crate) async fn configure_gateway(
          per_second = {per_second}\n\
          burst = {burst}\n\n\
          [upstreams]\n\
-         store = \"http://127.0.0.1:3000\"\n\n\
+         store = \"{store_url}\"\n\n\
          # The default stores route, with a 2 s timeout so that an outage\n\
          # (README: \"An outage\") shows quickly.\n\
          [[routes]]\n\
          name = \"stores\"\n\
          prefix = \"/api/stores\"\n\
-         upstream = \"http://127.0.0.1:3000\"\n\
+         upstream = \"{store_url}\"\n\
          timeout = \"2s\"\n\
          breaker = {{ preset = \"store-service\" }}\n\
          scopes = {{ GET = [\"stores:read\"], HEAD = [\"stores:read\"], POST = [\"stores:write\"], PUT = [\"stores:write\"], PATCH = [\"stores:write\"] }}\n\
