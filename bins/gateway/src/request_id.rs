@@ -18,19 +18,16 @@ use crate::problem;
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest id accepted from a client.
-pub const MAX_LEN: usize = 128;
+pub const MAX_LEN: usize = sanitize::REQUEST_ID_MAX_LEN;
 
 /// The current request's id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
-/// Whether a client's id is kept: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`.
+/// Whether a client's id is kept: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`
+/// (the platform's one rule, [`sanitize::request_id`]).
 pub fn is_sane(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    sanitize::request_id(id).is_some()
 }
 
 /// The middleware (outermost layer): sets the id on the request (replacing

@@ -58,6 +58,7 @@
 //! - `refinery`: `store-service migrate` (same history table as testkit).
 //! - `clap` (`derive`, `env`): the typed configuration and `--help`.
 //! - `secrecy`: configuration secrets that never print.
+//! - `sanitize`: the platform's rule for which client request ids are kept.
 //! - `ring` (already built for rustls): the HMAC-SHA-256 of `Idempotency-Key`
 //!   fingerprints and the random key of the fallback.
 //! - `http-body-util`: tells a body over the limit (413) from one that

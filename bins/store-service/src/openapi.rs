@@ -76,7 +76,7 @@ impl Modify for Conventions {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.headers.insert(
             "X-Request-Id".into(),
-            header("The request id (the client's when it is 1 to 128 visible ASCII characters, else a UUIDv7); also in every log line and problem body").into(),
+            header("The request id (the client's when it is 1 to 128 characters of A-Z a-z 0-9 - _ . :, else a UUIDv7); also in every log line and problem body").into(),
         );
         components.headers.insert(
             "Retry-After".into(),
@@ -136,7 +136,7 @@ impl Modify for Conventions {
         let request_headers = [
             (
                 "X-Request-Id",
-                "Your request id (1 to 128 visible ASCII characters); echoed back",
+                "Your request id (1 to 128 characters of A-Z a-z 0-9 - _ . :; another is replaced by a UUIDv7); echoed back",
             ),
             (
                 "traceparent",

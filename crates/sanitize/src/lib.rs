@@ -19,12 +19,14 @@ mod json_size;
 mod markup;
 mod pointer;
 mod report;
+mod request_id;
 mod shape;
 mod text;
 
 pub use error::{SHOWN_CHARS, SanitizeError};
 pub use json::{FORBIDDEN_KEYS, JsonPolicy, MAX_DEPTH_LIMIT, Mode, clean_json, clean_json_report};
 pub use report::SanitizeReport;
+pub use request_id::{REQUEST_ID_MAX_LEN, request_id};
 pub use text::{
     DEFAULT_MAX_CHARS, DEFAULT_MAX_INPUT_BYTES, MAX_PASSES, TextPolicy, clean_text,
     clean_text_report,
