@@ -13,6 +13,8 @@ const MODELS = {
   },
   "networking.istio.io/v1": {
     DestinationRule: "@kubernetes-models/istio/networking.istio.io/v1/DestinationRule",
+    VirtualService: "@kubernetes-models/istio/networking.istio.io/v1/VirtualService",
+    Gateway: "@kubernetes-models/istio/networking.istio.io/v1/Gateway",
   },
   "monitoring.coreos.com/v1": {
     ServiceMonitor: "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor",

@@ -6,6 +6,13 @@ metric names of the alert rules and the dashboard.
       kinds with kubernetes-validate (strict), custom resources with the
       CRD schemas (tools/validate-crds.mjs), and fails on any kind that is
       neither built in, nor has a schema, nor is listed as unchecked.
+  validate.py front-door OUT_DIR -- OVERLAY...
+      on every rendered overlay: only `/api/` is public (the public routes,
+      what the ingress gateway may reach, the gateway's own routes) while
+      Prometheus still scrapes /metrics; the gateway's write queue key is a
+      required Secret and gateway.toml asks for it (tools/front_door.py).
+      When they pass, broken copies of each overlay must each fail
+      (self-test).
   validate.py metrics RULES_YAML DASHBOARD_JSON METRICS_TXT [--update]
       extracts every metric name used by the PrometheusRule expressions and
       the dashboard queries; fails if METRICS_TXT differs (--update
@@ -30,6 +37,8 @@ CRD_SCHEMAS = {
     ("security.istio.io/v1", "PeerAuthentication"),
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("networking.istio.io/v1", "DestinationRule"),
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "Gateway"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
@@ -184,7 +193,43 @@ def metrics(rules_path, dashboard_path, out_path, update):
     return 0
 
 
+def front_door(out_dir, overlays):
+    import front_door as fd
+
+    failures = 0
+    docs_of = {}
+    for overlay in overlays:
+        with open(os.path.join(out_dir, overlay + ".yaml")) as f:
+            docs_of[overlay] = [d for d in yaml.safe_load_all(f) if d]
+        for check in (fd.public_routes, fd.queue_key):
+            bad, notes = check(docs_of[overlay])
+            for note in notes:
+                print(f"{overlay}: ok   {note}")
+            for line in bad:
+                print(f"{overlay}: FAIL {line}")
+            failures += len(bad)
+    if failures:
+        print(f"front door: {failures} failures (self-test skipped)")
+        return failures
+    for i, overlay in enumerate(overlays):
+        if i == 0:
+            problems = fd.self_test(docs_of[overlay])
+        else:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                problems = fd.self_test(docs_of[overlay])
+            print("".join(l + "\n" for l in out.getvalue().splitlines() if not l.startswith("self-test: caught")), end="")
+        print(f"self-test {overlay}: {len(fd.MUTATIONS)} broken copies, {len(fd.MUTATIONS) - problems} caught")
+        failures += problems
+    return failures
+
+
 def main(argv):
+    if argv[0] == "front-door":
+        split = argv.index("--")
+        return 1 if front_door(argv[1], argv[split + 1:]) else 0
     if argv[0] == "render-check":
         split = argv.index("--")
         out_dir, versions, overlays = argv[1], argv[2:split], argv[split + 1:]

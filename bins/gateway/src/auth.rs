@@ -6,6 +6,13 @@
 //! the `scope` claim (space separated). Without fresh keys the request
 //! fails closed (503 `SECURITY_SERVICE_UNAVAILABLE`) before its token is
 //! even read.
+//!
+//! Every token needs a `sub` (RFC 9068 §2.2) that is a valid
+//! [`store_domain::Actor`]: the subject owns its idempotency keys and its
+//! queued writes, and is forwarded upstream as the actor of its changes.
+//! Responses to authenticated requests carry the [`Authenticated`]
+//! extension, so that the limit before authentication charges only what
+//! failed before a principal was known.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -21,18 +28,38 @@ use crate::{
     jwks::{KeyError, KeyStore},
     problem::{Code, GatewayError},
     routing::MatchedRoute,
-    startup::Gateway,
+    state::Gateway,
 };
 
 /// The authenticated caller (request extension, as `Arc<Principal>`).
 /// Holds no token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// The `sub` claim (empty when absent).
+    /// The `sub` claim (never empty).
     pub sub: Arc<str>,
+    /// The subject as the value of [`store_domain::ACTOR_HEADER`].
+    pub actor_header: HeaderValue,
     /// The granted scopes.
     pub scopes: HashSet<String>,
 }
+
+impl Principal {
+    /// The principal of subject `sub` with `scopes`, or `None` when `sub`
+    /// is not a valid actor (empty, too long, control characters).
+    pub fn new(sub: &str, scopes: HashSet<String>) -> Option<Self> {
+        let actor = store_domain::Actor::new(sub).ok()?;
+        let actor_header = HeaderValue::from_str(&actor.to_header_value()).ok()?;
+        Some(Self {
+            sub: sub.into(),
+            actor_header,
+            scopes,
+        })
+    }
+}
+
+/// On a response: the request was authenticated (whatever came after).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Authenticated;
 
 /// Why a request was not authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -240,16 +267,16 @@ impl Verifier {
                 _ => "malformed token",
             })
         })?;
-        let principal = Arc::new(Principal {
-            sub: data.claims.sub.unwrap_or_default().into(),
-            scopes: data
-                .claims
-                .scope
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
-        });
+        let scopes = data
+            .claims
+            .scope
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let principal = Principal::new(data.claims.sub.as_deref().unwrap_or_default(), scopes)
+            .map(Arc::new)
+            .ok_or(AuthError::Invalid("no usable subject (sub)"))?;
         if let Ok(mut cache) = self.cache.0.write() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
@@ -302,11 +329,7 @@ pub async fn authenticate(
 /// The layer: authenticates, checks the route's scopes for the method and
 /// path (403 `insufficient_scope`), and puts the [`Principal`] on the
 /// request.
-pub async fn layer(
-    State(gateway): State<Arc<Gateway>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn layer(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let Some(MatchedRoute(route)) = request.extensions().get::<MatchedRoute>().cloned() else {
         return next.run(request).await;
     };
@@ -314,6 +337,18 @@ pub async fn layer(
         Ok(principal) => principal,
         Err(refused) => return refused,
     };
+    let mut response = authorized(&route, principal, request, next).await;
+    response.extensions_mut().insert(Authenticated);
+    response
+}
+
+/// Checks the scopes `principal` needs on `route`, then runs the rest.
+async fn authorized(
+    route: &crate::routing::Route,
+    principal: Arc<Principal>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let required = route
         .required_scopes(request.method(), request.uri().path())
         .unwrap_or_default();

@@ -107,6 +107,10 @@ pub struct Config {
     /// The default token bucket of every route.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// The bucket of requests that fail before a principal is known (bad
+    /// token, unknown route, bad method, malformed), per client address.
+    #[serde(default)]
+    pub pre_auth_limit: PreAuthLimitConfig,
     /// Critical alerts.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -127,11 +131,17 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct DegradedConfig {
     /// The write queue's file (redb); its folder must exist and be
-    /// writable. The queue key is `GATEWAY_QUEUE_KEY`, else the file
-    /// `<queue_path>.key` (created on first start, mode 0600).
+    /// writable. The queue key is `GATEWAY_QUEUE_KEY`, else (with
+    /// `queue_key_source = "file"`) the file `<queue_path>.key` (created on
+    /// first start, mode 0600).
     pub queue_path: std::path::PathBuf,
+    /// Where the queue's sealing key comes from.
+    pub queue_key_source: QueueKeySource,
     /// Unfinished queued writes at most (503 past it).
     pub queue_max_entries: u64,
+    /// Unfinished queued writes of one subject at most (429 past it), so
+    /// that one client cannot take every slot.
+    pub queue_max_per_subject: u64,
     /// Bytes of unfinished queued writes at most (503 past it).
     pub queue_max_bytes: u64,
     /// A queued write older than this is failed, not replayed: keep it
@@ -149,7 +159,9 @@ impl Default for DegradedConfig {
     fn default() -> Self {
         Self {
             queue_path: "gateway-queue.redb".into(),
+            queue_key_source: QueueKeySource::File,
             queue_max_entries: 10_000,
+            queue_max_per_subject: 1_000,
             queue_max_bytes: 64 * 1024 * 1024,
             queue_max_age: DurationText(Duration::from_secs(23 * 3600)),
             queue_retention: DurationText(Duration::from_secs(24 * 3600)),
@@ -157,6 +169,19 @@ impl Default for DegradedConfig {
             stale_max_bytes: 32 * 1024 * 1024,
         }
     }
+}
+
+/// `degraded.queue_key_source`: where the write queue's sealing key comes
+/// from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKeySource {
+    /// `GATEWAY_QUEUE_KEY`, else the file `<queue_path>.key` beside the
+    /// queue (created on first start): for a single local gateway.
+    File,
+    /// `GATEWAY_QUEUE_KEY` only (from a secret store); the gateway does not
+    /// start without it. A key beside the data it seals protects nothing.
+    Env,
 }
 
 /// `[server]`.
@@ -171,6 +196,39 @@ pub struct ServerConfig {
     pub upstream_idle_timeout: DurationText,
     /// Timeout for connecting to an upstream.
     pub upstream_connect_timeout: DurationText,
+    /// A PEM file of CA certificates trusted for `https` (JWKS, PagerDuty)
+    /// in addition to the platform's roots (a private security service's
+    /// CA). `SSL_CERT_FILE` would replace the platform's roots instead.
+    pub extra_ca_file: Option<std::path::PathBuf>,
+    /// The proxies (addresses or networks, `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` is believed: behind them, the client is the
+    /// rightmost address they forwarded that is not itself a trusted
+    /// proxy. Anyone else's `X-Forwarded-For` is replaced, not appended to.
+    pub trusted_proxies: Vec<ProxyNet>,
+}
+
+/// A trusted proxy: one address or a network in CIDR notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|net| Self(net.trunc()))
+            .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for ServerConfig {
@@ -180,6 +238,8 @@ impl Default for ServerConfig {
             drain_timeout: DurationText(Duration::from_secs(10)),
             upstream_idle_timeout: DurationText(Duration::from_secs(90)),
             upstream_connect_timeout: DurationText(Duration::from_secs(2)),
+            trusted_proxies: Vec::new(),
+            extra_ca_file: None,
         }
     }
 }
@@ -222,6 +282,10 @@ pub struct RateLimitConfig {
     pub per_second: u32,
     /// The bucket's size.
     pub burst: u32,
+    /// Clients tracked at most; past it, new clients share one bucket
+    /// until idle ones are forgotten (every minute), so that no number of
+    /// distinct clients grows the gateway's memory without bound.
+    pub max_clients: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -229,6 +293,40 @@ impl Default for RateLimitConfig {
         Self {
             per_second: 50,
             burst: 100,
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// `[pre_auth_limit]`: requests that fail before a principal is known, per
+/// client address (an IPv6 client by its /64).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreAuthLimitConfig {
+    /// Failures forgiven per second.
+    pub per_second: u32,
+    /// Failures in a row before 429.
+    pub burst: u32,
+    /// Addresses tracked at most (as in `[rate_limit]`).
+    pub max_clients: u32,
+}
+
+impl Default for PreAuthLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 5,
+            burst: 20,
+            max_clients: 100_000,
+        }
+    }
+}
+
+impl From<PreAuthLimitConfig> for RateLimitConfig {
+    fn from(config: PreAuthLimitConfig) -> Self {
+        Self {
+            per_second: config.per_second,
+            burst: config.burst,
+            max_clients: config.max_clients,
         }
     }
 }
@@ -416,6 +514,7 @@ impl Config {
             ));
         }
         check_rate("rate_limit", &self.rate_limit)?;
+        check_rate("pre_auth_limit", &self.pre_auth_limit.into())?;
         if let Some(url) = &self.alerts.pagerduty_url {
             check_url("alerts.pagerduty_url", url)?;
         }
@@ -432,6 +531,10 @@ impl Config {
         }
         for (key, value) in [
             ("degraded.queue_max_entries", degraded.queue_max_entries),
+            (
+                "degraded.queue_max_per_subject",
+                degraded.queue_max_per_subject,
+            ),
             ("degraded.queue_max_bytes", degraded.queue_max_bytes),
             ("degraded.stale_max_entries", degraded.stale_max_entries),
             ("degraded.stale_max_bytes", degraded.stale_max_bytes),
@@ -440,11 +543,13 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must be more than 0"));
             }
         }
-        if degraded.queue_max_age.0.is_zero() {
-            return Err(ConfigError::invalid(
-                "degraded.queue_max_age",
-                "must be more than 0",
-            ));
+        for (key, value) in [
+            ("degraded.queue_max_age", degraded.queue_max_age),
+            ("degraded.queue_retention", degraded.queue_retention),
+        ] {
+            if value.0.is_zero() {
+                return Err(ConfigError::invalid(key, "must be more than 0"));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, route) in self.routes.iter().enumerate() {
@@ -577,6 +682,12 @@ fn check_rate(key: &str, rate: &RateLimitConfig) -> Result<(), ConfigError> {
     if rate.burst == 0 {
         return Err(ConfigError::invalid(
             format!("{key}.burst"),
+            "must be more than 0",
+        ));
+    }
+    if rate.max_clients == 0 {
+        return Err(ConfigError::invalid(
+            format!("{key}.max_clients"),
             "must be more than 0",
         ));
     }

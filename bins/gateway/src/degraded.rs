@@ -12,7 +12,12 @@
 //!   before the client gets `202 {"status": "accepted", ...}` with
 //!   `Location: /api/requests/{id}`, and replayed by [`crate::replay`].
 //!   Every write is forwarded with an `Idempotency-Key` (the client's, else
-//!   the request id), so a replay is applied once.
+//!   a fresh one the proxy made), so a replay is applied once; upstream,
+//!   keys belong to the subject that sent the write.
+//! - **Replay policy**: a queued write was authorized when it was
+//!   accepted, and is replayed as the subject that sent it (its actor
+//!   header), at most `queue_max_age` later; one subject has at most
+//!   `queue_max_per_subject` unfinished writes (429 past it).
 
 use std::{
     io::Write as _,
@@ -35,7 +40,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Principal,
-    config::DegradedConfig,
+    config::{DegradedConfig, QueueKeySource},
     problem::{Code, GatewayError},
     queue::{NewWrite, Payload, QueueError, QueueLimits, Sealer, WriteQueue},
     replay::blocking,
@@ -65,11 +70,18 @@ pub struct Degraded {
 
 impl Degraded {
     /// Opens the queue at `config.queue_path` with `key` (base64 of 32
-    /// bytes), or the key file beside the queue.
+    /// bytes), or the key file beside the queue when
+    /// `config.queue_key_source` allows it.
     pub fn open(config: &DegradedConfig, key: Option<&Secret>) -> anyhow::Result<Self> {
+        if key.is_none() && config.queue_key_source == QueueKeySource::Env {
+            anyhow::bail!(
+                "degraded.queue_key_source is \"env\" but GATEWAY_QUEUE_KEY is not set (base64 of 32 bytes, from a secret store)"
+            );
+        }
         let sealer = sealer(&config.queue_path, key)?;
         let limits = QueueLimits {
             max_entries: config.queue_max_entries,
+            max_per_subject: config.queue_max_per_subject,
             max_bytes: config.queue_max_bytes,
             max_age: config.queue_max_age.0,
             retention: config.queue_retention.0,
@@ -294,6 +306,16 @@ pub async fn queue_write(degraded: &Degraded, write: Write<'_>, retry_after: Dur
     .await;
     let record = match stored {
         Ok(record) => record,
+        Err(QueueError::SubjectFull { entries }) => {
+            metrics::counter!("gateway_queue_refused_total").increment(1);
+            tracing::warn!(
+                entries,
+                "a subject's queued writes are at their bound: answered 429"
+            );
+            return GatewayError::new(Code::TooManyQueuedWrites)
+                .retry_after(retry_after)
+                .into_response();
+        }
         Err(error) => {
             metrics::counter!("gateway_queue_refused_total").increment(1);
             tracing::error!(%error, "a write could not be queued: answered 503");
@@ -337,6 +359,29 @@ mod tests {
         assert_eq!(rfc3339(at), "2026-11-27T01:02:03Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn with_the_env_key_source_no_key_means_no_start_and_no_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DegradedConfig {
+            queue_path: dir.path().join("q.redb"),
+            queue_key_source: QueueKeySource::Env,
+            ..DegradedConfig::default()
+        };
+        let error = Degraded::open(&config, None).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("GATEWAY_QUEUE_KEY"),
+            "{error:#}"
+        );
+        assert!(!dir.path().join("q.redb.key").exists());
+        assert!(!dir.path().join("q.redb").exists());
+        let key = Secret::new(STANDARD.encode([9_u8; 32]));
+        Degraded::open(&config, Some(&key)).unwrap();
+        assert!(
+            !dir.path().join("q.redb.key").exists(),
+            "no key file beside the queue"
+        );
     }
 
     #[test]

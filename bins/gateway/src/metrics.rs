@@ -17,6 +17,12 @@
 //! | `gateway_queue_depth`, `gateway_queue_bytes`, `gateway_queue_oldest_age_seconds` | | the write queue |
 //! | `gateway_replays_total` | `outcome` | replay attempts: `completed`, `retried`, `expired`, `failed` |
 //! | `breaker_*` | `breaker` | the `breaker` crate's figures for every breaker |
+//!
+//! Every label value comes from a closed set, never from the request as
+//! sent: `method` is one of [`METHODS`] or `OTHER`; `route` is a
+//! configured route's name, `health`/`ready`/`metrics`/`requests` for the
+//! gateway's own endpoints, or `unmatched`; `status` is the answer's code.
+//! A client inventing methods and paths adds no series.
 
 use std::{
     sync::OnceLock,
@@ -32,13 +38,39 @@ use axum::{
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::{routing::RouteLabel, startup::Gateway};
+use crate::{routing::RouteLabel, state::Gateway};
 
 /// The buckets of every histogram (all are durations in seconds): 0.5 ms
 /// to 30 s.
 pub const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// The methods that are their own `method` label; any other is `OTHER`.
+pub const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The `method` label of `method`: its name if it is one of [`METHODS`],
+/// else `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    METHODS
+        .iter()
+        .find(|known| **known == method.as_str())
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// The `route` label of a request that no configured route answered.
+fn own_route(path: &str) -> &'static str {
+    match path {
+        "/health" => "health",
+        "/ready" => "ready",
+        "/metrics" => "metrics",
+        _ if path.starts_with("/api/requests/") => "requests",
+        _ => "unmatched",
+    }
+}
 
 /// The process-wide recorder's handle.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -86,12 +118,14 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// A route's metric handles by method and status, so the hot path does
-/// not rebuild and hash label sets for every request.
+/// A route's metric handles by method label and status, so the hot path
+/// does not rebuild and hash label sets for every request (bounded: ten
+/// method labels times the status codes).
 #[derive(Default)]
-pub struct RouteMetrics(
-    std::sync::RwLock<std::collections::HashMap<(Method, u16), (Counter, Histogram)>>,
-);
+pub struct RouteMetrics(std::sync::RwLock<HandlesByLabels>);
+
+/// Metric handles by (method label, status).
+type HandlesByLabels = std::collections::HashMap<(&'static str, u16), (Counter, Histogram)>;
 
 impl std::fmt::Debug for RouteMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,12 +136,12 @@ impl std::fmt::Debug for RouteMetrics {
 impl RouteMetrics {
     /// Counts one request of route `route`.
     pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let key = (method.clone(), status);
+        let key = (method_label(method), status);
         let known = self.0.read().ok().and_then(|m| m.get(&key).cloned());
         let (counter, histogram) = known.unwrap_or_else(|| {
             let labels = [
                 ("route", route.to_owned()),
-                ("method", method.to_string()),
+                ("method", key.0.to_owned()),
                 ("status", status.to_string()),
             ];
             let handles = (
@@ -128,16 +162,15 @@ impl RouteMetrics {
 pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path();
-    let own = matches!(path, "/health" | "/ready" | "/metrics").then(|| path.to_owned());
+    let own = own_route(request.uri().path());
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    match (own, response.extensions().get::<RouteLabel>()) {
-        (None, Some(RouteLabel(route))) => route.record(&method, status, started.elapsed()),
-        (own, _) => {
+    match response.extensions().get::<RouteLabel>() {
+        Some(RouteLabel(route)) => route.record(&method, status, started.elapsed()),
+        None => {
             let labels = [
-                ("route", own.unwrap_or_else(|| "unmatched".to_owned())),
-                ("method", method.to_string()),
+                ("route", own.to_owned()),
+                ("method", method_label(&method).to_owned()),
                 ("status", status.to_string()),
             ];
             metrics::counter!("gateway_requests_total", &labels).increment(1);

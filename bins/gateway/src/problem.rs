@@ -52,6 +52,9 @@ pub enum Code {
     /// 503: the upstream is down and the write queue is full (or cannot
     /// take the write): nothing was accepted.
     WriteQueueFull,
+    /// 429: the upstream is down and this subject already has as many
+    /// unfinished queued writes as one subject may: nothing was accepted.
+    TooManyQueuedWrites,
 }
 
 impl Code {
@@ -71,6 +74,7 @@ impl Code {
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::WriteQueueFull => "WRITE_QUEUE_FULL",
+            Self::TooManyQueuedWrites => "TOO_MANY_QUEUED_WRITES",
         }
     }
 
@@ -83,7 +87,7 @@ impl Code {
             | Self::UpstreamUnavailable
             | Self::ServiceUnavailable
             | Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::TooManyQueuedWrites => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest => StatusCode::BAD_REQUEST,
@@ -109,6 +113,7 @@ impl Code {
             Self::GatewayTimeout => "Gateway timeout",
             Self::ServiceUnavailable => "Service unavailable",
             Self::WriteQueueFull => "Write queue full",
+            Self::TooManyQueuedWrites => "Too many queued writes",
         }
     }
 
@@ -129,6 +134,9 @@ impl Code {
             Self::ServiceUnavailable => "The gateway is not available.",
             Self::WriteQueueFull => {
                 "The upstream service is unavailable and the gateway cannot queue more writes; nothing was accepted. Retry later."
+            }
+            Self::TooManyQueuedWrites => {
+                "The upstream service is unavailable and you already have as many queued writes as one client may; nothing was accepted. Retry after the time in Retry-After."
             }
         }
     }

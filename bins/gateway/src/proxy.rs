@@ -1,8 +1,16 @@
 //! The reverse proxy (the innermost handler): HTTP/1.1 to the route's
 //! upstream over pooled keep-alive connections (hyper-util's client),
 //! hop-by-hop headers removed both ways (and those named in `Connection`),
-//! `X-Forwarded-For/-Proto/-Host` set, the request id and the W3C trace
-//! context forwarded, the route's breaker and timeout applied.
+//! `X-Forwarded-For/-Proto/-Host` set (`X-Forwarded-For` is appended to
+//! only behind a trusted proxy, else replaced by the client's address), the
+//! request id and the W3C trace context forwarded, the route's breaker and
+//! timeout applied.
+//!
+//! The verified subject goes upstream in [`store_domain::ACTOR_HEADER`],
+//! and only there: a client's own copy of that header is removed. Writes
+//! keep the client's `Idempotency-Key`; a write without one that may be
+//! queued gets a fresh key (never the request id, which a client chooses),
+//! so that a first attempt that timed out and its replay apply once.
 //!
 //! Bodies with a `Content-Length` (checked against the limit by the
 //! routing layer) are streamed; chunked bodies are collected up to the
@@ -17,7 +25,7 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
@@ -30,16 +38,17 @@ use hyper_util::{
 
 use crate::{
     auth::Principal,
+    client::{ClientIp, X_FORWARDED_FOR},
     degraded::{Down, IDEMPOTENCY_KEY, Write, queue_write, read_while_down},
     problem::{Code, GatewayError},
     request_id::RequestId,
     routing::{MatchedRoute, Route},
     stale::forbids_storing,
-    startup::Gateway,
+    state::Gateway,
 };
 
-/// `X-Forwarded-For`.
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The header of the verified subject ([`store_domain::ACTOR_HEADER`]).
+pub static ACTOR: HeaderName = HeaderName::from_static(store_domain::ACTOR_HEADER);
 /// `X-Forwarded-Proto`.
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
@@ -119,10 +128,7 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let degraded = gateway.degraded.as_deref();
-    let client_ip = request
-        .extensions()
-        .get::<ConnectInfo<crate::framing::ClientAddr>>()
-        .map(|c| c.0.0.ip());
+    let client = request.extensions().get::<ClientIp>().copied();
     let (mut parts, body) = request.into_parts();
     let limit = usize::try_from(gateway.config.server.body_limit_bytes).unwrap_or(usize::MAX);
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
@@ -133,12 +139,14 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
     if is_write {
         idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY) {
             Some(key) => String::from_utf8_lossy(key.as_bytes()).into_owned(),
-            None => {
-                if let Ok(value) = HeaderValue::from_str(&request_id) {
+            None if degraded.is_some() => {
+                let key = uuid::Uuid::now_v7().to_string();
+                if let Ok(value) = HeaderValue::from_str(&key) {
                     parts.headers.insert(IDEMPOTENCY_KEY.clone(), value);
                 }
-                request_id.clone()
+                key
             }
+            None => String::new(),
         };
     }
     let body = if chunked || (is_write && degraded.is_some()) {
@@ -216,7 +224,11 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
     let headers = &mut upstream_parts.headers;
     let host = headers.remove(header::HOST);
     strip_hop_by_hop(headers);
-    forwarded_headers(headers, client_ip, host);
+    headers.remove(&ACTOR);
+    if let Some(principal) = &principal {
+        headers.insert(ACTOR.clone(), principal.actor_header.clone());
+    }
+    forwarded_headers(headers, client, host);
     crate::telemetry::inject_current(headers);
     upstream_parts.uri = uri;
     upstream_parts.version = axum::http::Version::HTTP_11;
@@ -315,16 +327,26 @@ async fn keep(
     }
 }
 
-/// `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host`.
-fn forwarded_headers(
-    headers: &mut HeaderMap,
-    client_ip: Option<std::net::IpAddr>,
-    host: Option<HeaderValue>,
-) {
-    if let Some(ip) = client_ip {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
-            _ => ip.to_string(),
+/// `X-Forwarded-For` (appended to behind a trusted proxy, else only the
+/// client's address), `X-Forwarded-Proto`, `X-Forwarded-Host`.
+fn forwarded_headers(headers: &mut HeaderMap, client: Option<ClientIp>, host: Option<HeaderValue>) {
+    let earlier: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    headers.remove(&X_FORWARDED_FOR);
+    if let Some(client) = client {
+        let value = if client.via_trusted_proxy && !earlier.is_empty() {
+            // The chain as the trusted proxy sent it, plus that proxy
+            // (the peer); `client.ip` is already in it.
+            format!("{}, {}", earlier.join(", "), client.peer)
+        } else if client.via_trusted_proxy {
+            client.peer.to_string()
+        } else {
+            client.ip.to_string()
         };
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -382,19 +404,44 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_append() {
+    fn forwarded_for_is_appended_only_behind_a_trusted_proxy() {
+        let claimed = |headers: &mut HeaderMap| {
+            headers.insert(
+                X_FORWARDED_FOR.clone(),
+                HeaderValue::from_static("203.0.113.7"),
+            );
+        };
+        // A trusted proxy at 10.0.0.2 forwarded a client at 203.0.113.7.
         let mut headers = HeaderMap::new();
-        headers.insert(
-            X_FORWARDED_FOR.clone(),
-            HeaderValue::from_static("203.0.113.7"),
-        );
+        claimed(&mut headers);
+        let proxy = [10, 0, 0, 2].into();
+        let behind = ClientIp {
+            ip: [203, 0, 113, 7].into(),
+            peer: proxy,
+            via_trusted_proxy: true,
+        };
         forwarded_headers(
             &mut headers,
-            Some([127, 0, 0, 1].into()),
+            Some(behind),
             Some(HeaderValue::from_static("api.example")),
         );
-        assert_eq!(headers[&X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
+        assert_eq!(headers[&X_FORWARDED_FOR], "203.0.113.7, 10.0.0.2");
         assert_eq!(headers[&X_FORWARDED_PROTO], "http");
         assert_eq!(headers[&X_FORWARDED_HOST], "api.example");
+        // Anyone else's claim is replaced by its own address.
+        let mut headers = HeaderMap::new();
+        claimed(&mut headers);
+        headers.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.1.1.1"));
+        let direct = ClientIp {
+            ip: [198, 51, 100, 1].into(),
+            peer: [198, 51, 100, 1].into(),
+            via_trusted_proxy: false,
+        };
+        forwarded_headers(&mut headers, Some(direct), None);
+        assert_eq!(
+            headers.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            ["198.51.100.1"]
+        );
+        assert!(headers.get(&X_FORWARDED_HOST).is_none());
     }
 }

@@ -13,7 +13,10 @@
 //!   due, so a PUT never overtakes an earlier PUT of the same store.
 //! - **Bounds**: at most [`QueueLimits::max_entries`] unfinished writes and
 //!   [`QueueLimits::max_bytes`] of their payloads; past either,
-//!   [`QueueError::Full`] (the caller answers 503, nothing is dropped).
+//!   [`QueueError::Full`] (the caller answers 503, nothing is dropped). One
+//!   subject has at most [`QueueLimits::max_per_subject`] unfinished
+//!   writes ([`QueueError::SubjectFull`], 429), so that one client cannot
+//!   take every slot.
 //! - **At rest**: headers and body (which may carry store secrets) are
 //!   sealed with AES-256-GCM under the queue key ([`Sealer`]), and erased
 //!   once the write is finished; the record keeps its outcome (status and
@@ -24,6 +27,11 @@
 //!   (24 h in store-service) a replay could apply a second time.
 //! - **Crashes**: a write that was being replayed when the process died is
 //!   due again at the next start (its key makes that safe).
+//! - **Purge**: [`WriteQueue::purge`] deletes finished records past their
+//!   retention; the replay loop calls it while the gateway runs.
+//! - **Format**: records and payloads are stored as a format byte and
+//!   their `postcard` encoding (bytes as bytes); records written by
+//!   earlier gateways as JSON are still read.
 //!
 //! The API is synchronous (redb is); the gateway calls it from
 //! `spawn_blocking`.
@@ -52,6 +60,10 @@ const FINISHED: TableDefinition<'_, (u64, u128), ()> = TableDefinition::new("fin
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// [`META`]'s key for the payload bytes of unfinished writes.
 const PENDING_BYTES: &str = "pending_bytes";
+/// Unfinished writes per subject (recounted at every open).
+const SUBJECTS: TableDefinition<'_, &str, u64> = TableDefinition::new("subjects");
+/// The first byte of a record or payload in the current format: `postcard`.
+const FORMAT_POSTCARD: u8 = 1;
 
 /// How big the queue may grow and how long records live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +72,8 @@ pub struct QueueLimits {
     pub max_entries: u64,
     /// Bytes of unfinished payloads (headers and bodies) at most.
     pub max_bytes: u64,
+    /// Unfinished writes of one subject at most.
+    pub max_per_subject: u64,
     /// An unfinished write older than this is failed, not replayed.
     pub max_age: Duration,
     /// How long a finished write's outcome stays readable.
@@ -71,6 +85,7 @@ impl Default for QueueLimits {
         Self {
             max_entries: 10_000,
             max_bytes: 64 * 1024 * 1024,
+            max_per_subject: 1_000,
             max_age: Duration::from_secs(23 * 3600),
             retention: Duration::from_secs(24 * 3600),
         }
@@ -217,18 +232,40 @@ impl QueuedWrite {
     }
 }
 
-/// Base64 for the sealed bytes in the JSON record.
+/// The sealed bytes: raw bytes in `postcard`, base64 in the JSON records
+/// of earlier gateways.
 mod serde_bytes_b64 {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de};
 
     pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
+        if s.is_human_readable() {
+            s.serialize_str(&STANDARD.encode(bytes))
+        } else {
+            s.serialize_bytes(bytes)
+        }
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
+        struct Bytes;
+        impl de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            STANDARD.decode(text).map_err(de::Error::custom)
+        } else {
+            d.deserialize_byte_buf(Bytes)
+        }
     }
 }
 
@@ -243,6 +280,13 @@ pub enum QueueError {
         entries: u64,
         /// Their payload bytes.
         bytes: u64,
+    },
+    /// The subject already has as many unfinished writes as one subject
+    /// may: refuse the write (429).
+    #[error("the subject has {entries} unfinished queued writes, its bound")]
+    SubjectFull {
+        /// The subject's unfinished writes.
+        entries: u64,
     },
     /// The write is larger than the whole byte bound.
     #[error("the write is larger than the queue ({size} bytes)")]
@@ -269,7 +313,10 @@ pub enum QueueError {
 impl QueueError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Full { .. } | Self::Storage(_))
+        matches!(
+            self,
+            Self::Full { .. } | Self::SubjectFull { .. } | Self::Storage(_)
+        )
     }
 }
 
@@ -316,7 +363,8 @@ impl Sealer {
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| QueueError::Storage("no randomness for a nonce".into()))?;
-        let mut data = serde_json::to_vec(payload).map_err(|e| QueueError::Corrupt {
+        let mut data = vec![FORMAT_POSTCARD];
+        data = postcard::to_extend(payload, data).map_err(|e| QueueError::Corrupt {
             id,
             reason: e.to_string(),
         })?;
@@ -350,7 +398,14 @@ impl Sealer {
             .key
             .open_in_place(nonce, Aad::from(id.as_bytes()), &mut data)
             .map_err(|_| corrupt("the payload does not open with this queue key"))?;
-        serde_json::from_slice(plain).map_err(|e| corrupt(&e.to_string()))
+        match plain.split_first() {
+            Some((&FORMAT_POSTCARD, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| corrupt(&e.to_string()))
+            }
+            // An earlier gateway's JSON.
+            Some((b'{', _)) => serde_json::from_slice(plain).map_err(|e| corrupt(&e.to_string())),
+            _ => Err(corrupt("unknown payload format")),
+        }
     }
 }
 
@@ -387,22 +442,47 @@ pub fn millis(time: SystemTime) -> u64 {
 }
 
 fn decode(id: u128, bytes: &[u8]) -> Result<QueuedWrite, QueueError> {
-    serde_json::from_slice(bytes).map_err(|e| QueueError::Corrupt {
+    let corrupt = |reason: String| QueueError::Corrupt {
         id: Uuid::from_u128(id),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&FORMAT_POSTCARD, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
+        }
+        // An earlier gateway's JSON record.
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+        _ => Err(corrupt("unknown record format".into())),
+    }
 }
 
 fn encode(write: &QueuedWrite) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(write).map_err(|e| QueueError::Corrupt {
+    postcard::to_extend(write, vec![FORMAT_POSTCARD]).map_err(|e| QueueError::Corrupt {
         id: write.id,
         reason: e.to_string(),
     })
 }
 
+/// Adds `delta` to the unfinished writes of `subject`.
+fn count_subject(
+    subjects: &mut redb::Table<'_, &str, u64>,
+    subject: &str,
+    delta: i64,
+) -> Result<u64, QueueError> {
+    let now = subjects.get(subject)?.map_or(0, |n| n.value());
+    let next = now.saturating_add_signed(delta);
+    if next == 0 {
+        subjects.remove(subject)?;
+    } else {
+        subjects.insert(subject, next)?;
+    }
+    Ok(next)
+}
+
 impl WriteQueue {
     /// Opens (or creates) the queue file at `path`. Writes that were being
-    /// replayed when the last process stopped are queued again.
+    /// replayed when the last process stopped are queued again; each
+    /// subject's unfinished writes are counted anew.
     pub fn open(path: &Path, limits: QueueLimits, sealer: Sealer) -> Result<Self, QueueError> {
         let db = Database::create(path)?;
         let queue = Self { db, limits, sealer };
@@ -412,6 +492,8 @@ impl WriteQueue {
             let pending = txn.open_table(PENDING)?;
             txn.open_table(FINISHED)?;
             txn.open_table(META)?;
+            txn.delete_table(SUBJECTS)?;
+            let mut subjects = txn.open_table(SUBJECTS)?;
             let ids: Vec<u128> = pending
                 .iter()?
                 .map(|entry| entry.map(|(_, id)| id.value()))
@@ -421,6 +503,7 @@ impl WriteQueue {
                     continue;
                 };
                 let mut write = decode(id, &bytes)?;
+                count_subject(&mut subjects, &write.principal, 1)?;
                 if write.state == WriteState::Replaying {
                     write.state = WriteState::Queued;
                     records.insert(id, encode(&write)?.as_slice())?;
@@ -449,15 +532,23 @@ impl WriteQueue {
             let mut records = txn.open_table(RECORDS)?;
             let mut pending = txn.open_table(PENDING)?;
             let mut meta = txn.open_table(META)?;
+            let mut subjects = txn.open_table(SUBJECTS)?;
             let id = write.id.as_u128();
             if records.get(id)?.is_some() {
                 return Err(QueueError::Duplicate(write.id));
+            }
+            let theirs = subjects
+                .get(write.principal.as_str())?
+                .map_or(0, |n| n.value());
+            if theirs >= self.limits.max_per_subject {
+                return Err(QueueError::SubjectFull { entries: theirs });
             }
             let entries = pending.len()?;
             let bytes = meta.get(PENDING_BYTES)?.map_or(0, |b| b.value());
             if entries >= self.limits.max_entries || bytes + size > self.limits.max_bytes {
                 return Err(QueueError::Full { entries, bytes });
             }
+            count_subject(&mut subjects, &write.principal, 1)?;
             let seq = pending.last()?.map_or(0, |(seq, _)| seq.value() + 1);
             let at = millis(now);
             let record = QueuedWrite {
@@ -567,6 +658,7 @@ impl WriteQueue {
             let mut pending = txn.open_table(PENDING)?;
             let mut finished = txn.open_table(FINISHED)?;
             let mut meta = txn.open_table(META)?;
+            let mut subjects = txn.open_table(SUBJECTS)?;
             let key = id.as_u128();
             let bytes = records
                 .get(key)?
@@ -583,6 +675,7 @@ impl WriteQueue {
                 finished.insert((write.finished_at_ms.unwrap_or(0), key), ())?;
                 let total = meta.get(PENDING_BYTES)?.map_or(0, |b| b.value());
                 meta.insert(PENDING_BYTES, total.saturating_sub(write.payload_len))?;
+                count_subject(&mut subjects, &write.principal, -1)?;
                 // The payload (which may hold secrets) is erased.
                 write.sealed = Vec::new();
             }
@@ -806,6 +899,89 @@ mod tests {
             1
         );
         assert!(other.get(a.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn one_subject_cannot_take_every_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        let limits = QueueLimits {
+            max_entries: 100,
+            max_per_subject: 2,
+            ..QueueLimits::default()
+        };
+        let now = SystemTime::now();
+        let queue = WriteQueue::open(&path, limits, key()).unwrap();
+        let first = queue.enqueue(write("/a/1", "{}"), now).unwrap();
+        queue.enqueue(write("/a/2", "{}"), now).unwrap();
+        assert!(matches!(
+            queue.enqueue(write("/a/3", "{}"), now),
+            Err(QueueError::SubjectFull { entries: 2 })
+        ));
+        let mut bob = write("/b/1", "{}");
+        bob.principal = "bob".into();
+        queue.enqueue(bob, now).unwrap();
+        // Counted again at the next start.
+        drop(queue);
+        let queue = WriteQueue::open(&path, limits, key()).unwrap();
+        assert!(matches!(
+            queue.enqueue(write("/a/3", "{}"), now),
+            Err(QueueError::SubjectFull { .. })
+        ));
+        // A finished write makes room for its subject.
+        queue.fail(first.id, "given up", now).unwrap();
+        queue.enqueue(write("/a/3", "{}"), now).unwrap();
+    }
+
+    #[test]
+    fn bytes_are_stored_as_bytes_and_json_records_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = WriteQueue::open(&dir.path().join("q"), QueueLimits::default(), key()).unwrap();
+        let now = SystemTime::now();
+        let body: String = (0..64 * 1024)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let record = queue.enqueue(write("/big", &body), now).unwrap();
+        let stored_len = |queue: &WriteQueue, id: Uuid| {
+            let txn = queue.db.begin_read().unwrap();
+            let records = txn.open_table(RECORDS).unwrap();
+            records.get(id.as_u128()).unwrap().unwrap().value().len()
+        };
+        // The sealed payload is its size plus a little, not JSON numbers.
+        let size = stored_len(&queue, record.id);
+        assert!(
+            size < body.len() + 1024,
+            "{size} bytes stored for {} of body",
+            body.len()
+        );
+        let done = queue
+            .complete(
+                record.id,
+                Outcome {
+                    status: 201,
+                    content_type: Some("application/json".into()),
+                    body: body.as_bytes().to_vec(),
+                },
+                now,
+            )
+            .unwrap();
+        let size = stored_len(&queue, record.id);
+        assert!(
+            size < body.len() + 1024,
+            "{size} bytes stored for the outcome"
+        );
+        // A record as an earlier gateway wrote it (JSON) still decodes.
+        let json = serde_json::to_vec(&done).unwrap();
+        assert_eq!(json[0], b'{');
+        assert_eq!(decode(done.id.as_u128(), &json).unwrap(), done);
+        assert_eq!(
+            decode(done.id.as_u128(), &encode(&done).unwrap()).unwrap(),
+            done
+        );
+        assert!(matches!(
+            decode(done.id.as_u128(), b"\x07junk"),
+            Err(QueueError::Corrupt { .. })
+        ));
     }
 
     #[test]

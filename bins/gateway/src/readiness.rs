@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde_json::json;
 
-use crate::startup::Gateway;
+use crate::state::Gateway;
 
 /// `GET /health`.
 pub async fn health() -> impl IntoResponse {

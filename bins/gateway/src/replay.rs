@@ -4,10 +4,14 @@
 //! first attempt still running upstream). Any other answer (2xx, and 4xx
 //! such as a 409 version conflict) completes the write with that answer.
 //!
-//! Every replay carries the write's `Idempotency-Key`, so a replay whose
-//! first attempt reached the upstream (a timeout after sending, a crash
-//! before the outcome was recorded) is answered from the upstream's
-//! idempotency record instead of being applied twice.
+//! Every replay carries the write's `Idempotency-Key` and the subject that
+//! sent it ([`store_domain::ACTOR_HEADER`]), so a replay whose first
+//! attempt reached the upstream (a timeout after sending, a crash before
+//! the outcome was recorded) is answered from that subject's idempotency
+//! record instead of being applied twice, and the change is recorded as
+//! that subject's.
+//!
+//! The loop also purges finished records past `queue_retention`.
 
 use std::{
     sync::Arc,
@@ -23,7 +27,7 @@ use http_body_util::{BodyExt as _, Limited};
 
 use crate::{
     queue::{Outcome, QueueError, QueuedWrite, WriteQueue},
-    startup::Gateway,
+    state::Gateway,
 };
 
 /// How many due writes one pass takes.
@@ -53,6 +57,12 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| QueueError::Storage(format!("queue task: {e}")))?
 }
 
+/// How often finished records past their retention are purged: a quarter
+/// of the retention, between 100 ms and a minute.
+fn purge_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
 /// The replay loop, until `shutdown` resolves.
 pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     let Some(degraded) = gateway.degraded.as_ref() else {
@@ -60,7 +70,17 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     };
     let (queue, wake) = (Arc::clone(&degraded.queue), Arc::clone(&degraded.wake));
     tokio::pin!(shutdown);
+    let purge_every = purge_interval(queue.limits().retention);
+    let mut next_purge = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_purge {
+            match blocking(&queue, |q| q.purge(SystemTime::now())).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "finished queued writes purged"),
+                Err(error) => tracing::error!(%error, "purging the write queue failed"),
+            }
+            next_purge = tokio::time::Instant::now() + purge_every;
+        }
         let due = blocking(&queue, |q| q.due(SystemTime::now(), BATCH)).await;
         match due {
             Ok(due) => {
@@ -77,7 +97,8 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
                 Duration::from_millis(at.saturating_sub(now)).min(IDLE)
             }
             _ => IDLE,
-        };
+        }
+        .min(next_purge.saturating_duration_since(tokio::time::Instant::now()));
         tokio::select! {
             () = &mut shutdown => return,
             () = wake.notified() => {}
@@ -244,6 +265,9 @@ fn build(
             continue;
         };
         request = request.header(name, value);
+    }
+    if let Ok(actor) = store_domain::Actor::new(&write.principal) {
+        request = request.header(store_domain::ACTOR_HEADER, actor.to_header_value());
     }
     request = request
         .header("idempotency-key", &write.idempotency_key)

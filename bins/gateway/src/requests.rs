@@ -20,7 +20,7 @@ use crate::{
     auth,
     problem::{Code, GatewayError},
     replay::blocking,
-    startup::Gateway,
+    state::Gateway,
 };
 
 /// The handler.
@@ -33,12 +33,19 @@ pub async fn status(
         Ok(principal) => principal,
         Err(refused) => return refused,
     };
+    let mut response = answer(&gateway, &principal, &id).await;
+    response.extensions_mut().insert(auth::Authenticated);
+    response
+}
+
+/// The answer to `principal` about request `id`.
+async fn answer(gateway: &Gateway, principal: &auth::Principal, id: &str) -> Response {
     let not_found = || {
         GatewayError::new(Code::NotFound)
             .with_message("No queued request with this id.")
             .into_response()
     };
-    let (Some(degraded), Ok(id)) = (gateway.degraded.as_ref(), Uuid::try_parse(&id)) else {
+    let (Some(degraded), Ok(id)) = (gateway.degraded.as_ref(), Uuid::try_parse(id)) else {
         return not_found();
     };
     let record = match blocking(&degraded.queue, move |q| q.get(id)).await {

@@ -17,7 +17,7 @@ use crate::{
     config::{Config, ConfigError, RouteConfig},
     problem::{Code, GatewayError},
     ratelimit::Bucket,
-    startup::Gateway,
+    state::Gateway,
 };
 
 /// One route, ready to serve.

@@ -3,21 +3,18 @@
 //! requests until `server.drain_timeout`).
 //!
 //! The layers, outermost first: request id (and problem completion) →
-//! metrics → routing (path, framing, 404/405/413) → authentication and
+//! metrics → the limit of failures before authentication, per client
+//! address → routing (path, framing, 404/405/413) → authentication and
 //! scopes → rate limit → proxy. Issue 8's degraded modes slot in between
 //! the rate limit and the proxy, per route.
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::AtomicBool},
 };
 
 use anyhow::Context as _;
 use axum::{Router, middleware, routing::get};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -32,33 +29,7 @@ use crate::{
     settings::Settings,
 };
 
-/// What every layer shares.
-#[derive(Debug)]
-pub struct Gateway {
-    /// The checked configuration.
-    pub config: Config,
-    /// The routes.
-    pub routes: Routes,
-    /// Token verification (and the key store).
-    pub verifier: Verifier,
-    /// Critical alerts.
-    pub alerts: Alerts,
-    /// The pooled upstream client.
-    pub client: proxy::UpstreamClient,
-    /// The metrics renderer.
-    pub metrics: PrometheusHandle,
-    /// Degraded mode: stale reads and the durable write queue.
-    pub degraded: Option<Arc<Degraded>>,
-    /// Set once shutdown started (`/ready` answers 503).
-    shutting_down: AtomicBool,
-}
-
-impl Gateway {
-    /// Whether shutdown started.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-}
+pub use crate::state::Gateway;
 
 /// The built gateway: a bound listener and its router.
 #[derive(Debug)]
@@ -100,10 +71,20 @@ impl Application {
             config = config.with_upstreams(None, None)?;
         }
         let metrics = metrics::install();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .context("building the HTTP client")?;
+        let mut http = reqwest::Client::builder().no_proxy();
+        if let Some(path) = &config.server.extra_ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("server.extra_ca_file: reading {}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("server.extra_ca_file: {} is not PEM", path.display()))?;
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "server.extra_ca_file: {} holds no certificate",
+                path.display()
+            );
+            http = http.tls_certs_merge(roots);
+        }
+        let http = http.build().context("building the HTTP client")?;
         let pagerduty = config.alerts.pagerduty_url.clone().and_then(|url| {
             let routing_key = settings
                 .pagerduty_routing_key
@@ -143,6 +124,7 @@ impl Application {
             config.server.upstream_idle_timeout.0,
             config.server.upstream_connect_timeout.0,
         );
+        let config_pre_auth = config.pre_auth_limit.into();
         let gateway = Arc::new(Gateway {
             config,
             routes,
@@ -150,6 +132,7 @@ impl Application {
             alerts,
             client,
             metrics,
+            pre_auth: ratelimit::PreAuthLimiter::new(config_pre_auth),
             degraded: Some(Arc::new(degraded)),
             shutting_down: AtomicBool::new(false),
         });
@@ -201,7 +184,7 @@ impl Application {
         let gateway = Arc::clone(&self.gateway);
         let signal = async move {
             shutdown.await;
-            gateway.shutting_down.store(true, Ordering::Relaxed);
+            gateway.start_shutdown();
             tracing::info!("shutting down: draining requests in flight");
             let _ = stopping.send(());
         };
@@ -251,6 +234,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/ready", get(readiness::ready))
         .route("/metrics", get(metrics::render))
         .fallback_service(proxied)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            ratelimit::pre_auth_layer,
+        ))
         .layer(middleware::from_fn(metrics::layer))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(gateway)
@@ -264,6 +251,7 @@ async fn forget_idle_clients(gateway: Arc<Gateway>) {
         for route in gateway.routes.0.iter() {
             route.bucket.forget_idle();
         }
+        gateway.pre_auth.forget_idle();
         if Arc::strong_count(&gateway) == 1 {
             return;
         }

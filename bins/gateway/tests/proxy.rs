@@ -4,64 +4,10 @@
 
 mod common;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
-use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, http::Method, http::Uri};
 use common::*;
-use serde_json::{Value, json};
-
-/// What the echo upstream received.
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-/// An upstream answering with what it received (and recording it).
-async fn echo_upstream() -> (SocketAddr, Seen) {
-    echo_upstream_on(0).await
-}
-
-/// [`echo_upstream`] on `port`.
-async fn echo_upstream_on(port: u16) -> (SocketAddr, Seen) {
-    let seen: Seen = Arc::default();
-    let app = Router::new()
-        .fallback(
-            |State(seen): State<Seen>,
-             method: Method,
-             uri: Uri,
-             headers: HeaderMap,
-             body: Bytes| async move {
-                let headers: serde_json::Map<String, Value> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
-                    .collect();
-                let request = json!({
-                    "method": method.as_str(),
-                    "uri": uri.to_string(),
-                    "headers": headers,
-                    "body": String::from_utf8_lossy(&body),
-                });
-                seen.lock().unwrap().push(request.clone());
-                (
-                    [
-                        ("connection", "x-upstream-hop"),
-                        ("x-upstream-hop", "secret"),
-                        ("keep-alive", "timeout=5"),
-                        ("x-upstream", "kept"),
-                    ],
-                    Json(request),
-                )
-            },
-        )
-        .with_state(Arc::clone(&seen));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, seen)
-}
+use serde_json::Value;
 
 fn routes(store: &Store, echo: SocketAddr) -> String {
     format!(
@@ -162,7 +108,8 @@ async fn proxies_bodies_headers_ids_and_reuses_upstream_connections() {
     assert_eq!(echoed["body"], "hello upstream");
     assert_eq!(headers["x-custom"], "kept");
     assert_eq!(headers["traceparent"], traceparent);
-    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // The client is no trusted proxy: its X-Forwarded-For is replaced.
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], "api.example.test");
     assert_eq!(headers["host"], echo.to_string());
@@ -544,4 +491,60 @@ breaker = {{ preset = "store-service", minimum_calls = 2, window = {{ kind = "co
             ("resolve".to_owned(), key.to_owned())
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_belong_to_the_subject_and_history_names_it() {
+    let (_store, security, _echo, _seen, gw) = echo_stack().await;
+    let (alice, bob) = tokio::join!(
+        security.token("stores:read stores:write"),
+        security.token("stores:write stores:read")
+    );
+    let post = |token: &str, headers: &[(&str, &str)], name: &str| {
+        let mut request = http()
+            .post(gw.url("/api/stores"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "name": name }));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send()
+    };
+    // The issue's reproduction: one X-Request-Id, two bodies: two stores
+    // (the request id is not an idempotency key any more).
+    let a = post(&alice, &[("x-request-id", "job-1")], "Shop A")
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 201);
+    let b = post(&alice, &[("x-request-id", "job-1")], "Shop B")
+        .await
+        .unwrap();
+    assert_eq!(b.status(), 201, "{:?}", b.text().await);
+    // One Idempotency-Key, two subjects: two independent requests.
+    let key = [("idempotency-key", "shared-key-1")];
+    let first = post(&alice, &key, "Alice's").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let other = post(&bob, &key, "Bob's").await.unwrap();
+    assert_eq!(other.status(), 201, "{:?}", other.text().await);
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(first["store"]["id"], other["store"]["id"]);
+    // The same subject again: its own earlier answer.
+    let again = post(&alice, &key, "Alice's").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["store"]["id"], first["store"]["id"]);
+    // The history names the subject, whatever the client claimed.
+    let id = first["store"]["id"].as_str().unwrap();
+    let history = http()
+        .get(gw.url(&format!("/api/stores/{id}/history")))
+        .bearer_auth(&alice)
+        .header("x-gateway-subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(history.status(), 200);
+    let history: Value = history.json().await.unwrap();
+    assert_eq!(history["events"][0]["actor"], subject_of(&alice));
 }

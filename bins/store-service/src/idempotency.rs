@@ -11,11 +11,17 @@
 //! is (the row is claimed but unlocked, and a retry runs the request). A
 //! claimed row that is locked is a request still running.
 //!
-//! A retry with the same key, method, path and body (and `If-Match`) gets
-//! the first response again with `Idempotent-Replayed: true` (its
-//! `Read-After` token sends reads to the primary); another body is 422
-//! `IDEMPOTENCY_KEY_REUSED`; a retry while the first still runs is 409
-//! `IDEMPOTENCY_KEY_IN_USE`. A 4xx that changed nothing is recorded after
+//! Records belong to a subject: the key of a record is the subject (the
+//! gateway's verified `x-gateway-subject`, [`crate::subject`]; `''` for the
+//! anonymous caller), the method and path (`scope`) and the key. The same
+//! key from two subjects is two independent requests: neither can replay,
+//! block or be refused because of the other's.
+//!
+//! A retry by the same subject with the same key, method, path and body
+//! (and `If-Match`) gets the first response again with
+//! `Idempotent-Replayed: true` (its `Read-After` token sends reads to the
+//! primary); another body is 422 `IDEMPOTENCY_KEY_REUSED`; a retry while
+//! the first still runs is 409 `IDEMPOTENCY_KEY_IN_USE`. A 4xx that changed nothing is recorded after
 //! the fact (best effort: if that fails the key stays retryable); a 5xx is
 //! never recorded and never releases the key (the change may have
 //! committed, with its response). Records are kept [`RETENTION`] (24 h):
@@ -80,6 +86,8 @@ pub fn is_valid_key(key: &str) -> bool {
 /// change transaction locks the record and writes the response into it.
 #[derive(Clone, Debug)]
 pub struct Claimed {
+    /// The subject whose key it is ([`crate::subject::ANONYMOUS`]: none).
+    pub subject: String,
     /// Method and path, e.g. `PUT /api/stores/<id>`.
     pub scope: String,
     /// The `Idempotency-Key` value.
@@ -192,9 +200,9 @@ impl Lock {
 pub async fn lock(tx: Db<'_, impl GenericClient + Sync>, claim: &Claimed) -> SqlResult<Lock> {
     let row = tx
         .query_opt(
-            "SELECT fingerprint = $3, status, headers, body FROM idempotency_keys \
-             WHERE scope = $1 AND key = $2 FOR UPDATE NOWAIT",
-            &[&claim.scope, &claim.key, &claim.fingerprint],
+            "SELECT fingerprint = $4, status, headers, body FROM idempotency_keys \
+             WHERE subject = $1 AND scope = $2 AND key = $3 FOR UPDATE NOWAIT",
+            &[&claim.subject, &claim.scope, &claim.key, &claim.fingerprint],
         )
         .await;
     let row = match row {
@@ -230,9 +238,10 @@ pub async fn record(
 ) -> SqlResult<()> {
     let code = i16::try_from(response.status.as_u16()).unwrap_or(500);
     tx.execute(
-        "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
-         WHERE scope = $1 AND key = $2",
+        "UPDATE idempotency_keys SET status = $4, headers = $5, body = $6 \
+         WHERE subject = $1 AND scope = $2 AND key = $3",
         &[
+            &claim.subject,
             &claim.scope,
             &claim.key,
             &code,
@@ -281,6 +290,8 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     else {
         return ApiError::Code(ErrorCode::InvalidIdempotencyKey).into_response();
     };
+    let subject = crate::subject::of(&request)
+        .map_or_else(|| crate::subject::ANONYMOUS.to_owned(), String::from);
     let scope = format!("{} {}", request.method(), request.uri().path());
     let request_id = request
         .extensions()
@@ -298,6 +309,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .get(header::IF_MATCH)
         .map(HeaderValue::as_bytes);
     let claimed = Claimed {
+        subject,
         scope,
         key,
         fingerprint: state.fingerprints.fingerprint(if_match, &bytes),
@@ -341,22 +353,23 @@ async fn claim(state: &AppState, claimed: &Claimed) -> Result<Claim, ApiError> {
             let (claimed, retention) = (claimed.clone(), retention.clone());
             Box::pin(async move {
                 let Claimed {
+                    subject,
                     scope,
                     key,
                     fingerprint,
                 } = &claimed;
                 // An expired record is forgotten first.
                 conn.execute(
-                    "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 \
-                     AND created_at < now() - $3::text::interval",
-                    &[scope, key, &retention],
+                    "DELETE FROM idempotency_keys WHERE subject = $1 AND scope = $2 \
+                     AND key = $3 AND created_at < now() - $4::text::interval",
+                    &[subject, scope, key, &retention],
                 )
                 .await?;
                 let inserted = conn
                     .execute(
-                        "INSERT INTO idempotency_keys (scope, key, fingerprint) \
-                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        &[scope, key, fingerprint],
+                        "INSERT INTO idempotency_keys (subject, scope, key, fingerprint) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[subject, scope, key, fingerprint],
                     )
                     .await?;
                 if inserted == 1 {
@@ -432,11 +445,12 @@ async fn finish(state: &AppState, claimed: Claimed, response: Response) -> Respo
                 Box::pin(async move {
                     let code = i16::try_from(recorded.status.as_u16()).unwrap_or(500);
                     conn.execute(
-                        "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
-                         WHERE (scope, key) IN (SELECT scope, key FROM idempotency_keys \
-                         WHERE scope = $1 AND key = $2 AND status IS NULL \
-                         FOR UPDATE SKIP LOCKED)",
+                        "UPDATE idempotency_keys SET status = $4, headers = $5, body = $6 \
+                         WHERE (subject, scope, key) IN (SELECT subject, scope, key \
+                         FROM idempotency_keys WHERE subject = $1 AND scope = $2 AND key = $3 \
+                         AND status IS NULL FOR UPDATE SKIP LOCKED)",
                         &[
+                            &claimed.subject,
                             &claimed.scope,
                             &claimed.key,
                             &code,

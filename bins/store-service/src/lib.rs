@@ -15,14 +15,25 @@
 //! | `POST /api/stores` | 201 `{"store", "message": "Store created successfully"}`, `Location`, `ETag`, `Read-After` |
 //! | `GET /api/stores/{id}` | `{"store"}` + `ETag`; replica after the `Read-After` token; a 404 is confirmed on the primary |
 //! | `PUT /api/stores/{id}` | `version` in the body or `If-Match`; 409 `CONCURRENCY_ERROR` / 412 / 428 / 409 `INVALID_STATUS_TRANSITION` |
-//! | `GET /api/stores/{id}/history` | every create and update (changed fields, old and new values, secrets as key names) |
+//! | `GET /api/stores/{id}/history` | every create and update (changed fields, old and new values, secrets as key names) and its `actor` (the subject, `null` when anonymous) |
 //! | `GET /api/stores/{id}/secrets` | the decrypted secrets |
-//! | `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` | liveness, readiness, Prometheus, OpenAPI 3.1 |
+//! | `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` | liveness, readiness, Prometheus (every label from a closed set: see [`metrics`]), OpenAPI 3.1 |
 //!
 //! Every error is `application/problem+json` (`type`, `title`, `status`,
-//! `detail`, `instance`, `error`, `message`, `requestId`). `Idempotency-Key`
-//! on POST and PUT replays the first response (`Idempotent-Replayed: true`),
-//! 422 with another body, 409 while the first runs; records are kept 24 h.
+//! `detail`, `instance`, `error`, `message`, `requestId`).
+//!
+//! The caller is the subject the gateway verified, forwarded in the
+//! gateway's own `x-gateway-subject` header (percent-encoded; the gateway
+//! removes it from every client request): see [`subject`]. A request
+//! without it (straight to the service, local use) is anonymous; one that
+//! does not decode is a 400 `INVALID_SUBJECT`. Every audit event records
+//! it as `actor`.
+//!
+//! `Idempotency-Key` on POST and PUT replays the first response
+//! (`Idempotent-Replayed: true`), 422 with another body, 409 while the
+//! first runs; records are kept 24 h and belong to the subject (the same
+//! key from two subjects is two independent requests; anonymous requests
+//! share one subject of their own).
 //! The response is recorded in the change's own transaction (with the store
 //! row and its audit event), so after a crash, a failover or a failed
 //! commit a retry with the same key either replays it or runs the request
@@ -92,6 +103,7 @@ pub mod secrets;
 pub mod settings;
 pub mod startup;
 pub mod storage;
+pub mod subject;
 pub mod telemetry;
 pub mod timeout;
 

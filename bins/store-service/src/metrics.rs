@@ -3,12 +3,20 @@
 //! (db-failover's `metrics` feature, plus gauges set here at each scrape),
 //! Vault lease TTL (vault-client's `metrics` feature). Rendered on
 //! `GET /metrics`; no HTTP listener of the exporter's own.
+//!
+//! Every label value comes from a closed set, so that no client can grow
+//! the registry (each new label value is a series kept for the life of the
+//! process): `method` is one of [`KNOWN_METHODS`] or [`OTHER_METHOD`],
+//! `route` is a path template of the router (`/api/stores/{id}`) or
+//! [`UNMATCHED_ROUTE`], never the request's path, and `status` is a status
+//! code the service answered with. The other labels (`node`, `op`, `role`,
+//! `breaker`) come from the configuration and the code.
 
 use std::{sync::OnceLock, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -21,6 +29,37 @@ use crate::startup::AppState;
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// The methods that are their own `method` label value: RFC 9110's and
+/// `PATCH`.
+pub const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The `method` label value of every other (extension) method.
+pub const OTHER_METHOD: &str = "OTHER";
+
+/// The `route` label value of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `method` label value of `method`: its name when it is one of
+/// [`KNOWN_METHODS`], else [`OTHER_METHOD`].
+pub fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|known| **known == method.as_str())
+        .copied()
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The `route` label value of a request: the path template it matched, or
+/// [`UNMATCHED_ROUTE`].
+pub fn route_label(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned())
+}
 
 /// The process-wide recorder's handle (installed once, shared by every
 /// `Application` of the process).
@@ -78,25 +117,30 @@ impl Drop for InFlight {
 /// requests in flight.
 pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let route = route_label(&request);
     let in_flight = InFlight::start(metrics::gauge!(
         "http_requests_in_flight",
-        &[("method", method.clone()), ("route", route.clone())]
+        "method" => method,
+        "route" => route.clone()
     ));
     let response = next.run(request).await;
     drop(in_flight);
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        "http_requests_total",
+        "method" => method,
+        "route" => route.clone(),
+        "status" => status.clone()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -129,4 +173,30 @@ pub async fn render(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_map_to_a_closed_set() {
+        for known in KNOWN_METHODS {
+            let method = Method::from_bytes(known.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), known);
+        }
+        for invented in ["M00001AAAA", "get", "PROPFIND", "BREW", "GETS"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), OTHER_METHOD, "{invented}");
+        }
+    }
+
+    #[test]
+    fn unrouted_requests_share_one_route_label() {
+        let request = Request::builder()
+            .uri("/invented/path/12345")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(route_label(&request), UNMATCHED_ROUTE);
+    }
 }

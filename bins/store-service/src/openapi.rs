@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use store_domain::ErrorCode;
+use store_domain::{ACTOR_HEADER, ErrorCode};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
@@ -23,7 +23,7 @@ use crate::{metrics, readiness, routes as api, routes::stores, startup::AppState
 /// The document's fixed part: info, tags and the problem schema.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "store-service", description = "The store API: stores with optimistic locking, idempotency, audit history and Transit-encrypted secrets. Every error is an RFC 9457 `application/problem+json` body (`Problem`) with `error`, `message` and `requestId`; every response carries `X-Request-Id`."),
+    info(title = "store-service", description = "The store API: stores with optimistic locking, idempotency, audit history and Transit-encrypted secrets. Every error is an RFC 9457 `application/problem+json` body (`Problem`) with `error`, `message` and `requestId`; every response carries `X-Request-Id`. Callers come through the gateway, which forwards the subject it verified in `x-gateway-subject` (set only by the gateway): `Idempotency-Key` records belong to that subject, and every history event names it as `actor` (`null` for a request without the header, which is anonymous)."),
     tags((name = "stores", description = "Stores and their lifecycle"), (name = "operations", description = "Health, readiness, metrics")),
     components(schemas(store_domain::Problem, store_domain::FieldError))
 )]
@@ -33,10 +33,15 @@ pub struct ApiDoc;
 /// repeated on each handler: `X-Request-Id` and `traceparent` on requests,
 /// `X-Request-Id` on every response, `Retry-After` on retryable problems,
 /// the 500/503/504 every API route can answer, `Idempotent-Replayed` on
-/// the responses of the two routes that take an `Idempotency-Key`, and the
-/// list of problem types (`error` codes with their `type` URI and status).
+/// the responses of the two routes that take an `Idempotency-Key`, the
+/// gateway's `x-gateway-subject` on every API operation (with its 400
+/// `INVALID_SUBJECT`), and the list of problem types (`error` codes with
+/// their `type` URI and status).
 /// Applied by [`document`], once the routes are in.
 struct Conventions;
+
+/// What `x-gateway-subject` is, for every API operation.
+const SUBJECT_DESCRIPTION: &str = "Set only by the gateway: the subject it verified (the token's `sub`), percent-encoded UTF-8. The gateway removes this header from every client request and sets it itself, so clients cannot set it through the gateway. `Idempotency-Key` records belong to this subject (the same key from two subjects is two independent requests), and history events name it as `actor`. Without it (a request straight to the service) the caller is anonymous: one subject of its own, `actor: null`. A value that does not decode (or more than one) is 400 `INVALID_SUBJECT`, never echoed.";
 
 /// The operations that take an `Idempotency-Key`.
 const IDEMPOTENT: [(&str, &str); 2] = [("post", "/api/stores"), ("put", "/api/stores/{id}")];
@@ -143,6 +148,13 @@ impl Modify for Conventions {
                 "W3C trace context; the request's span becomes its child",
             ),
         ];
+        let subject = ParameterBuilder::new()
+            .name(ACTOR_HEADER)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(SUBJECT_DESCRIPTION))
+            .schema(Some(string_schema()))
+            .build();
         for (path, item) in &mut openapi.paths.paths {
             let api = path.starts_with("/api/");
             for (method, operation) in [
@@ -164,6 +176,9 @@ impl Modify for Conventions {
                             .into(),
                     );
                 }
+                if api {
+                    parameters.push(subject.clone().into());
+                }
                 let idempotent = IDEMPOTENT.contains(&(method, path.as_str()));
                 for (status, response) in &mut operation.responses.responses {
                     let RefOr::T(response) = response else {
@@ -177,6 +192,11 @@ impl Modify for Conventions {
                         response.headers.insert(
                             "Idempotent-Replayed".into(),
                             RefOr::Ref(Ref::new("#/components/headers/Idempotent-Replayed")),
+                        );
+                    }
+                    if api && status == "400" {
+                        response.description.push_str(
+                            "; INVALID_SUBJECT: the gateway's x-gateway-subject header does not decode",
                         );
                     }
                     if matches!(status.as_str(), "409" | "503" | "504") {

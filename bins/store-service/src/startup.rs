@@ -13,7 +13,7 @@ use vault_client::{
 
 use crate::{
     fingerprint::FingerprintKey, idempotency, metrics, request_id, routes as api,
-    secrets::SecretBox, settings::Settings, timeout,
+    secrets::SecretBox, settings::Settings, subject, timeout,
 };
 
 /// Where the database credentials came from.
@@ -150,6 +150,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             state.clone(),
             idempotency::layer,
         ))
+        // Outside idempotency, which keys its records by the subject.
+        .layer(middleware::from_fn(subject::layer))
         .layer(middleware::from_fn_with_state(
             request_timeout,
             timeout::layer,

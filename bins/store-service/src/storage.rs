@@ -4,7 +4,7 @@
 use db_failover::deadpool_postgres::{self, ClientWrapper, StatementCache};
 use serde_json::{Map, Value};
 use store_domain::{
-    ApplyError, Cursor, EventKind, Store, StoreEvent, StoreQuery, StoreStatus, ValidUpdate,
+    Actor, ApplyError, Cursor, EventKind, Store, StoreEvent, StoreQuery, StoreStatus, ValidUpdate,
 };
 use time::OffsetDateTime;
 use tokio_postgres::{GenericClient, Row, Statement, types::ToSql};
@@ -222,7 +222,8 @@ fn columns_of(alias: &str) -> String {
 }
 
 /// Applies `update` to store `id` in ONE conditional statement, then
-/// writes its `UPDATED` event (call inside a transaction).
+/// writes its `UPDATED` event, by `actor` (`None`: anonymous), in the same
+/// transaction (call inside one).
 ///
 /// `UPDATE stores ... WHERE id = $1 AND version = $2 AND status = ANY($8)
 /// RETURNING ...`: the version check, the lifecycle check (the statuses
@@ -239,6 +240,7 @@ pub async fn update(
     sealed: Option<&Map<String, Value>>,
     now: OffsetDateTime,
     request_id: &str,
+    actor: Option<&Actor>,
 ) -> SqlResult<UpdateOutcome> {
     let Some(expected) = update.expected_version() else {
         return Ok(UpdateOutcome::Refused(ApplyError::VersionRequired));
@@ -282,7 +284,13 @@ pub async fn update(
     };
     let (after, _) = store_of_at(&row, 0)?;
     let (before, _) = store_of_at(&row, COLUMN_COUNT)?;
-    let event = StoreEvent::updated(&before, &after, sealed.is_some(), request_id);
+    let event = StoreEvent::updated(
+        &before,
+        &after,
+        sealed.is_some(),
+        request_id,
+        actor.cloned(),
+    );
     insert_event(db, &event).await?;
     Ok(UpdateOutcome::Updated(after))
 }
@@ -318,11 +326,13 @@ async fn why_not_updated(
     ))
 }
 
+/// Writes `event`, with its actor (NULL: anonymous).
 async fn insert_event(db: Db<'_, impl GenericClient + Sync>, event: &StoreEvent) -> SqlResult<()> {
     let changes = serde_json::to_value(&event.changes).unwrap_or(Value::Array(Vec::new()));
     db.execute(
-        "INSERT INTO store_events (store_id, version, occurred_at, kind, changes, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO store_events \
+         (store_id, version, occurred_at, kind, changes, request_id, actor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             &event.store_id,
             &event.version,
@@ -330,6 +340,7 @@ async fn insert_event(db: Db<'_, impl GenericClient + Sync>, event: &StoreEvent)
             &event.kind.as_str(),
             &changes,
             &event.request_id,
+            &event.actor.as_ref().map(Actor::as_str),
         ],
     )
     .await
@@ -343,7 +354,7 @@ pub async fn history(
 ) -> SqlResult<Vec<StoreEvent>> {
     let rows = db
         .query(
-            "SELECT version, occurred_at, kind, changes, request_id FROM store_events \
+            "SELECT version, occurred_at, kind, changes, request_id, actor FROM store_events \
              WHERE store_id = $1 ORDER BY version",
             &[&id],
         )
@@ -352,6 +363,7 @@ pub async fn history(
     for row in rows {
         let kind: String = row.try_get(2)?;
         let changes: Value = row.try_get(3)?;
+        let actor: Option<String> = row.try_get(5)?;
         events.push(StoreEvent {
             store_id: id,
             version: row.try_get(0)?,
@@ -363,7 +375,21 @@ pub async fn history(
             },
             changes: serde_json::from_value(changes).unwrap_or_default(),
             request_id: row.try_get(4)?,
+            actor: actor.as_deref().and_then(actor_of),
         });
     }
     Ok(events)
+}
+
+/// The actor of a stored event. Only [`Actor`]s are written, so one that
+/// does not parse back is a schema drift: it is logged and shown as
+/// anonymous, as other unreadable event members are shown as defaults.
+fn actor_of(stored: &str) -> Option<Actor> {
+    match Actor::new(stored) {
+        Ok(actor) => Some(actor),
+        Err(error) => {
+            tracing::error!(%error, "a stored event's actor does not parse");
+            None
+        }
+    }
 }

@@ -146,6 +146,10 @@ async fn health_ready_metrics_openapi(stack: &Stack) {
                     params.contains(&"traceparent"),
                     "{method} {path}: {params:?}"
                 );
+                assert!(
+                    params.contains(&"x-gateway-subject"),
+                    "{method} {path}: {params:?}"
+                );
                 if method == "get" && path.contains("{id}") {
                     assert!(
                         params.contains(&"Read-After"),
@@ -171,6 +175,10 @@ async fn health_ready_metrics_openapi(stack: &Stack) {
     }
     assert!(
         doc["components"]["responses"]["ServiceUnavailable"]["headers"]["Retry-After"].is_object()
+    );
+    assert!(
+        doc["components"]["schemas"]["StoreEvent"]["properties"]["actor"].is_object(),
+        "history events document no actor"
     );
     let problem_doc = doc["components"]["schemas"]["Problem"]["description"]
         .as_str()
@@ -1039,7 +1047,7 @@ async fn edge_never_5xx(stack: &Stack) {
     let request_parts = (
         bytes(),
         bytes(),
-        prop::collection::vec((0..5_usize, bytes()), 0..4),
+        prop::collection::vec((0..6_usize, bytes()), 0..4),
         ".{0,12}",
     );
     let header_names = [
@@ -1048,6 +1056,7 @@ async fn edge_never_5xx(stack: &Stack) {
         "read-after",
         "x-request-id",
         "traceparent",
+        "x-gateway-subject",
     ];
     runner
         .run(&request_parts, |(query, id, headers, plain_query)| {

@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask up [--dir DIR] [--no-services]`: the whole platform locally.
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
-//! - `cargo xtask token [--scope "..."] [--dir DIR]`: a JWT for the gateway
-//!   from the running stack's OpenBao token issuer.
+//! - `cargo xtask token [--scope "..."] [--subject NAME] [--dir DIR]`: a JWT
+//!   for the gateway from the running stack's OpenBao token issuer (for the
+//!   client NAME: its own, stable `sub`).
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
@@ -28,8 +29,9 @@ commands:
   up [--dir DIR] [--no-services] [--pg-ports P,R] [--bao-port B]
                                    run PostgreSQL (primary + replica), OpenBao and the services; Ctrl-C stops them
   down [--dir DIR]                 stop a stack left running
-  token [--scope \"S ...\"] [--dir DIR]
-                                   print a fresh JWT for the gateway (default scope \"stores:read stores:write\")
+  token [--scope \"S ...\"] [--subject NAME] [--dir DIR]
+                                   print a fresh JWT for the gateway (default scope \"stores:read stores:write\");
+                                   --subject: for the client NAME (its own `sub`, the same on every call)
   reset [--dir DIR]                stop the stack and delete its data (./.stack)
   test [ARGS...]                   install what is missing, then run every test (ARGS go to cargo test)
   bench [NAME [ARGS...]]           run a named benchmark (no NAME: list them)

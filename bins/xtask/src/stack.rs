@@ -324,16 +324,28 @@ pub(crate) async fn configure_gateway(
     Ok((path, issuer))
 }
 
-/// `cargo xtask token [--scope "..."] [--dir DIR]`: a fresh token from the
-/// running stack's issuer, on stdout.
+/// `cargo xtask token [--scope "..."] [--subject NAME] [--dir DIR]`: a
+/// fresh token from the running stack's issuer, on stdout. With
+/// `--subject`, the token's `sub` is NAME's own (the same for every token of
+/// NAME, whatever the scope, as long as the stack's OpenBao data is kept),
+/// so that two clients can be tried; without it, each scope string is a
+/// client of its own.
 pub(crate) async fn token(args: &[String]) -> anyhow::Result<()> {
     let mut scope = "stores:read stores:write".to_owned();
+    let mut subject = None;
     let mut rest = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--scope" => scope = args.next().context("--scope needs a value")?.clone(),
+            "--subject" => subject = Some(args.next().context("--subject needs a NAME")?.clone()),
             _ => rest.push(arg.clone()),
+        }
+    }
+    if let Some(name) = &subject {
+        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+            bail!("--subject `{name}`: use 1 to 64 lowercase ASCII letters, digits, `-` or `_`");
         }
     }
     let dir = crate::stack_dir(&rest)?;
@@ -350,10 +362,12 @@ pub(crate) async fn token(args: &[String]) -> anyhow::Result<()> {
         serde_json::from_value(oidc["issuer"].clone()).context("oidc.json without issuer")?;
     let root = std::fs::read_to_string(dir.join("bao").join("root-token"))
         .context("reading the OpenBao root token")?;
-    let token = testkit::OidcClient::new(addr, root.trim())?
-        .token(&issuer, &scope)
-        .await
-        .context("asking OpenBao for a token (is the stack running?)")?;
+    let client = testkit::OidcClient::new(addr, root.trim())?;
+    let token = match &subject {
+        Some(subject) => client.subject_token(&issuer, subject, &scope).await,
+        None => client.token(&issuer, &scope).await,
+    }
+    .context("asking OpenBao for a token (is the stack running?)")?;
     println!("{token}");
     Ok(())
 }

@@ -33,6 +33,9 @@ const APP: &str = "store-service";
 const CLIENT_ID: &str = "store-platform-api";
 /// Where the production gateway.toml points at OpenBao.
 const CLUSTER_BAO: &str = "https://openbao.openbao.svc:8200";
+/// The write queue's sealing key (base64 of the 32 bytes 0..=31; the
+/// cluster's comes from the Secret `gateway-queue-key`).
+const QUEUE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -316,10 +319,13 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
         "store-service runs on Vault's credentials with the production policy: {ready}"
     );
 
-    // The gateway with the production configuration file.
+    // The gateway with the production configuration file. It asks for the
+    // queue key from the environment (`queue_key_source = "env"`), as the
+    // Deployment gives it from the Secret `gateway-queue-key`.
     let gateway_port = testkit::free_port().expect("free port");
     let mut gateway = Command::new(bins.join("gateway"))
         .env("GATEWAY_CONFIG", gateway_config(tmp.path(), &bao, &issuer))
+        .env("GATEWAY_QUEUE_KEY", QUEUE_KEY)
         .env("PORT", gateway_port.to_string())
         .env("HOST", "127.0.0.1")
         .env("STORE_SERVICE_URL", &store_url)

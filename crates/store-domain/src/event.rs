@@ -5,12 +5,14 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::Store;
+use crate::{Actor, Store};
 
 /// One create or update of a store, as its history lists it.
 ///
 /// Secrets appear as key names only: the `old` and `new` of a `secrets`
-/// change are arrays of names.
+/// change are arrays of names. `actor` is who asked for the change (the
+/// subject the gateway verified), `null` for an anonymous caller (a request
+/// that did not come through the gateway).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -28,6 +30,12 @@ pub struct StoreEvent {
     pub changes: Vec<FieldChange>,
     /// The id of the request that made the change (`X-Request-Id`).
     pub request_id: String,
+    /// Who asked for the change: the subject the gateway verified, or
+    /// `null` (always present) for an anonymous caller. An event without
+    /// the member (from before it existed) reads as anonymous.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, required = true))]
+    pub actor: Option<Actor>,
 }
 
 /// What kind of change an event records.
@@ -97,9 +105,10 @@ pub struct FieldChange {
 }
 
 impl StoreEvent {
-    /// The event of a create: every field, from `null` to its first value.
+    /// The event of a create by `actor` (`None`: anonymous): every field,
+    /// from `null` to its first value.
     #[must_use]
-    pub fn created(store: &Store, request_id: impl Into<String>) -> Self {
+    pub fn created(store: &Store, request_id: impl Into<String>, actor: Option<Actor>) -> Self {
         let changes = [
             (ChangedField::Name, name(store)),
             (ChangedField::Status, status(store)),
@@ -120,18 +129,21 @@ impl StoreEvent {
             kind: EventKind::Created,
             changes,
             request_id: request_id.into(),
+            actor,
         }
     }
 
-    /// The event of an update from `before` to `after`: the fields whose
-    /// values differ, and `secrets` also when `secrets_written` (new values
-    /// under the same key names are a change the key names cannot show).
+    /// The event of an update from `before` to `after` by `actor` (`None`:
+    /// anonymous): the fields whose values differ, and `secrets` also when
+    /// `secrets_written` (new values under the same key names are a change
+    /// the key names cannot show).
     #[must_use]
     pub fn updated(
         before: &Store,
         after: &Store,
         secrets_written: bool,
         request_id: impl Into<String>,
+        actor: Option<Actor>,
     ) -> Self {
         let mut changes = Vec::new();
         let mut compare = |field, old: Value, new: Value, forced: bool| {
@@ -155,6 +167,7 @@ impl StoreEvent {
             kind: EventKind::Updated,
             changes,
             request_id: request_id.into(),
+            actor,
         }
     }
 }

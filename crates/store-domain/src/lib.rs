@@ -13,12 +13,14 @@
 //!   `limits`: their bounds; `body`: reading a body member by member.
 //! - `secrets`: [`Secrets`], whose `Debug` never shows a value.
 //! - `validation`: [`ValidationErrors`] and [`FieldError`].
-//! - `event`: [`StoreEvent`], the audit trail.
+//! - `event`: [`StoreEvent`], the audit trail; `actor`: [`Actor`], who
+//!   asked for a change (the gateway's verified subject).
 //! - `page`, `cursor`: [`StorePage`], [`PageLimit`], [`StoreQuery`] and
 //!   [`Cursor`].
 //! - `problem`: [`ErrorCode`] and the error body [`Problem`]; `etag`: the
 //!   `ETag` form of a version.
 
+mod actor;
 mod body;
 mod create;
 mod cursor;
@@ -34,6 +36,7 @@ mod store;
 mod update;
 mod validation;
 
+pub use actor::{ACTOR_HEADER, ACTOR_MAX_BYTES, Actor, ActorError};
 pub use create::{CreateStore, ValidCreate};
 pub use cursor::{CURSOR_MAX_CHARS, Cursor, CursorError};
 pub use etag::{InvalidEtag, etag, parse_etag};

@@ -116,6 +116,15 @@ error_codes! {
     InvalidIdempotencyKey = ("INVALID_IDEMPOTENCY_KEY", 400, "invalid-idempotency-key",
         "Invalid idempotency key",
         "The Idempotency-Key header must be 1 to 255 printable ASCII characters.", false),
+    /// The gateway's subject header (`x-gateway-subject`, [`crate::ACTOR_HEADER`])
+    /// does not decode to a subject ([`crate::ActorError`]): not
+    /// percent-encoded UTF-8, empty, too long or with a control character.
+    /// The gateway sets that header itself and removes it from every client
+    /// request, so this means a caller that bypassed the gateway or a
+    /// gateway bug; the value is never echoed.
+    InvalidSubject = ("INVALID_SUBJECT", 400, "invalid-subject", "Invalid subject",
+        "The x-gateway-subject header must be a percent-encoded UTF-8 subject of 1 to 255 bytes without control characters.",
+        false),
     /// No valid credentials (gateway).
     Unauthorized = ("UNAUTHORIZED", 401, "unauthorized", "Unauthorized",
         "Authentication is required.", false),
@@ -395,6 +404,7 @@ mod tests {
             ("INVALID_BODY", 400),
             ("INVALID_ID", 400),
             ("INVALID_IDEMPOTENCY_KEY", 400),
+            ("INVALID_SUBJECT", 400),
             ("UNAUTHORIZED", 401),
             ("FORBIDDEN", 403),
             ("NOT_FOUND", 404),

@@ -4,8 +4,9 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use store_domain::{
-    ApplyError, ChangedField, CreateStore, ErrorCode, EventKind, FieldChange, InvalidTransition,
-    Secrets, Store, StoreEvent, StoreStatus, Transition, UpdateStore, ValidUpdate,
+    Actor, ApplyError, ChangedField, CreateStore, ErrorCode, EventKind, FieldChange,
+    InvalidTransition, Secrets, Store, StoreEvent, StoreStatus, Transition, UpdateStore,
+    ValidUpdate,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -83,7 +84,7 @@ proptest! {
                     prop_assert!(store.status.can_transition_to(next));
                     prop_assert_eq!(after.status, next);
                     prop_assert_eq!(after.version, store.version + 1);
-                    let event = StoreEvent::updated(&store, &after, false, "r");
+                    let event = StoreEvent::updated(&store, &after, false, "r", None);
                     let status_changed = event.changes.iter().any(|c| c.field == ChangedField::Status);
                     prop_assert_eq!(status_changed, store.status != next);
                     store = after;
@@ -185,11 +186,12 @@ fn apply_refuses_to_overflow_the_version() {
 #[test]
 fn created_event_lists_every_field() {
     let store = new_store();
-    let event = StoreEvent::created(&store, "req-1");
+    let event = StoreEvent::created(&store, "req-1", None);
     assert_eq!(event.kind, EventKind::Created);
     assert_eq!(event.version, 1);
     assert_eq!(event.occurred_at, T0);
     assert_eq!(event.request_id, "req-1");
+    assert_eq!(event.actor, None);
     assert_eq!(
         event.changes,
         [
@@ -227,8 +229,16 @@ fn updated_event_lists_changed_fields_with_secret_names_only() {
             .with_secrets(Secrets::new().with("WIFI", "new-password")),
     );
     let after = store.apply(&request, T1).unwrap();
-    let event = StoreEvent::updated(&store, &after, request.secrets().is_some(), "req-2");
+    let alice = Actor::new("auth0|alice").unwrap();
+    let event = StoreEvent::updated(
+        &store,
+        &after,
+        request.secrets().is_some(),
+        "req-2",
+        Some(alice.clone()),
+    );
     assert_eq!(event.kind, EventKind::Updated);
+    assert_eq!(event.actor, Some(alice));
     assert_eq!(event.version, 2);
     assert_eq!(event.occurred_at, T1);
     // The name did not change; the secret's value did, under the same key.

@@ -88,6 +88,7 @@ fn member_names_are_the_wire_names() {
     assert_eq!(
         properties(&schemas["StoreEvent"]),
         [
+            "actor",
             "changes",
             "kind",
             "occurredAt",

@@ -5,9 +5,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use store_domain::{
-    CreateStore, Cursor, ErrorCode, FieldErrorCode, PageLimit, Problem, Secrets, SecretsResponse,
-    Store, StoreEvent, StoreHistory, StorePage, StoreQuery, StoreResponse, StoreStatus,
-    UpdateStore, ValidCreate,
+    Actor, CreateStore, Cursor, ErrorCode, FieldErrorCode, PageLimit, Problem, Secrets,
+    SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery, StoreResponse,
+    StoreStatus, UpdateStore, ValidCreate,
 };
 use time::macros::datetime;
 use uuid::Uuid;
@@ -128,7 +128,7 @@ fn event_json_is_exact() {
     let (created, _) = ValidCreate::from_json(json!({"name": "Shop", "secrets": {"PIN": "1"}}))
         .unwrap()
         .into_store(ID.parse().unwrap(), datetime!(2026-01-02 03:04:05 UTC));
-    let event = StoreEvent::created(&created, "req-9");
+    let event = StoreEvent::created(&created, "req-9", None);
     let expected = json!({
         "storeId": ID,
         "version": 1,
@@ -140,9 +140,24 @@ fn event_json_is_exact() {
             {"field": "config", "old": null, "new": {}},
             {"field": "secrets", "old": null, "new": ["PIN"]}
         ],
-        "requestId": "req-9"
+        "requestId": "req-9",
+        "actor": null
     });
     check(&event, &expected);
+    // A subject's event names it; an event written before `actor` existed
+    // reads as anonymous.
+    let alice = Actor::new("auth0|alice").unwrap();
+    let by_alice = StoreEvent::created(&created, "req-9", Some(alice.clone()));
+    let mut expected_alice = expected.clone();
+    expected_alice["actor"] = json!("auth0|alice");
+    check(&by_alice, &expected_alice);
+    let mut older = expected.clone();
+    older.as_object_mut().unwrap().remove("actor");
+    assert_eq!(serde_json::from_value::<StoreEvent>(older).unwrap(), event);
+    // An actor that is not a subject does not parse.
+    let mut empty = expected.clone();
+    empty["actor"] = json!("");
+    assert!(serde_json::from_value::<StoreEvent>(empty).is_err());
     check(
         &StoreHistory {
             store_id: created.id,

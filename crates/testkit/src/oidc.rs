@@ -186,12 +186,42 @@ impl OidcClient {
     /// A fresh token of `issuer` whose `scope` claim is `scope` (see
     /// [`OpenBao::oidc_token`]).
     pub async fn token(&self, issuer: &OidcIssuer, scope: &str) -> Result<String> {
-        let root = self.root_token.as_str();
         let name: String = scope
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let role = format!("oidc-client-{name}");
+        self.approle_token(issuer, &format!("oidc-client-{name}"), scope)
+            .await
+    }
+
+    /// A fresh token of `issuer` for the client `subject` (lowercase ASCII
+    /// letters, digits, `-`, `_`; at most 64), whose `scope` claim is
+    /// `scope`: the AppRole `oidc-subject-<subject>` logs in, so every
+    /// token of one subject has the same `sub` (its entity's id, kept as
+    /// long as OpenBao's storage), whatever its scope, and two subjects
+    /// have different ones. The scope is the entity's metadata, set before
+    /// each token: concurrent calls for one subject with different scopes
+    /// may swap them.
+    pub async fn subject_token(
+        &self,
+        issuer: &OidcIssuer,
+        subject: &str,
+        scope: &str,
+    ) -> Result<String> {
+        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if subject.is_empty() || subject.len() > 64 || !subject.chars().all(valid) {
+            return Err(Error::Usage(format!(
+                "subject `{subject}`: use 1 to 64 lowercase ASCII letters, digits, `-` or `_`"
+            )));
+        }
+        self.approle_token(issuer, &format!("oidc-subject-{subject}"), scope)
+            .await
+    }
+
+    /// A token of `issuer` with `scope`, for the entity of AppRole `role`
+    /// (created on first use).
+    async fn approle_token(&self, issuer: &OidcIssuer, role: &str, scope: &str) -> Result<String> {
+        let root = self.root_token.as_str();
         let auths = self.call(Method::GET, "sys/auth", root, None).await?;
         if auths.get("approle/").is_none() && auths.pointer("/data/approle~1").is_none() {
             match self

@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
     sync::{
@@ -16,7 +17,14 @@ use std::{
     time::Duration,
 };
 
-use axum::{Json, Router, extract::State, routing::get, routing::post};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, Uri},
+    routing::get,
+    routing::post,
+};
 use gateway::{Application, Config, Gateway, Settings};
 use serde_json::{Value, json};
 use testkit::{OidcIssuer, OpenBao, PgCluster};
@@ -90,44 +98,47 @@ fn workspace_root() -> PathBuf {
 /// (cargo does not give one package's tests another package's binary).
 pub fn store_service_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            // target/<profile>/deps/<test> → target/<profile>
-            let exe = std::env::current_exe().expect("test executable path");
-            let profile_dir = exe
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("target/<profile>/deps")
-                .to_path_buf();
-            let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut command = std::process::Command::new(cargo);
-            command
-                .args(["build", "--quiet", "-p", "store-service"])
-                .env("CARGO_TARGET_DIR", &target_dir)
-                .current_dir(workspace_root());
-            // target/debug is the `dev` profile; any other folder is named
-            // after its profile (release, or a custom one).
-            match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    command.args(["--profile", profile]);
-                }
-            }
-            let status = command.status().expect("cargo runs");
-            assert!(
-                status.success(),
-                "cargo build -p store-service failed: {status}"
-            );
-            let binary = profile_dir.join("store-service");
-            assert!(
-                binary.is_file(),
-                "{} missing after the build",
-                binary.display()
-            );
-            binary
-        })
-        .clone()
+    BINARY.get_or_init(|| build_alone("store-service")).clone()
+}
+
+/// `cargo build -p <package>` on its own (its features only, as its
+/// Dockerfile builds it), with the profile and target directory of this
+/// test binary; returns the path of the binary named like the package.
+pub fn build_alone(package: &str) -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args(["build", "--quiet", "-p", package, "--bin", package])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(workspace_root());
+    // target/debug is the `dev` profile; any other folder is named after
+    // its profile (release, or a custom one).
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            command.args(["--profile", profile]);
+        }
+    }
+    let status = command.status().expect("cargo runs");
+    assert!(
+        status.success(),
+        "cargo build -p {package} failed: {status}"
+    );
+    let binary = profile_dir.join(package);
+    assert!(
+        binary.is_file(),
+        "{} missing after the build",
+        binary.display()
+    );
+    binary
 }
 
 /// A TCP relay that counts the connections it accepted.
@@ -419,6 +430,11 @@ audiences = ["{audience}"]
 fetch_timeout = "1s"
 {auth_extra}
 
+# These tests send many refused requests from one address on purpose.
+[pre_auth_limit]
+per_second = 10000
+burst = 100000
+
 [upstreams]
 store = "http://{store}"
 
@@ -548,4 +564,127 @@ pub async fn create_store(gw: &RunningGateway, token: &str, name: &str) -> Strin
     let body: Value = response.json().await.unwrap_or_default();
     assert_eq!(status, 201, "{body}");
     body["store"]["id"].as_str().expect("store id").to_owned()
+}
+
+/// What the echo upstream received.
+pub type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// An upstream answering with what it received (and recording it).
+pub async fn echo_upstream() -> (SocketAddr, Seen) {
+    echo_upstream_on(0).await
+}
+
+/// [`echo_upstream`] on `port`.
+pub async fn echo_upstream_on(port: u16) -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .fallback(
+            |State(seen): State<Seen>,
+             method: Method,
+             uri: Uri,
+             headers: HeaderMap,
+             body: Bytes| async move {
+                let headers: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
+                    .collect();
+                let request = json!({
+                    "method": method.as_str(),
+                    "uri": uri.to_string(),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                });
+                seen.lock().unwrap().push(request.clone());
+                // `/missing` anywhere: the upstream's own 404.
+                let status = if uri.path().ends_with("/missing") {
+                    axum::http::StatusCode::NOT_FOUND
+                } else {
+                    axum::http::StatusCode::OK
+                };
+                (
+                    status,
+                    [
+                        ("connection", "x-upstream-hop"),
+                        ("x-upstream-hop", "secret"),
+                        ("keep-alive", "timeout=5"),
+                        ("x-upstream", "kept"),
+                    ],
+                    Json(request),
+                )
+            },
+        )
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+/// The number of series in a Prometheus text (lines that are not comments).
+pub fn series(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+/// The `sub` claim of a JWT (read, not verified).
+pub fn subject_of(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    claims["sub"].as_str().expect("sub").to_owned()
+}
+
+/// One keep-alive HTTP/1.1 connection for raw requests.
+pub struct RawConnection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawConnection {
+    pub async fn open(addr: std::net::SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Sends `raw` and reads one answer (head and a `Content-Length`
+    /// body); returns its status and head.
+    pub async fn send(&mut self, raw: &[u8]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(raw).await.expect("write");
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buffer.len() >= end + 4 + length {
+                    self.buffer.drain(..end + 4 + length);
+                    return (raw_status(&head), head);
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("an answer within 10 s")
+                .expect("read");
+            assert!(n > 0, "the gateway closed the connection");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
 }

@@ -12,8 +12,8 @@ use axum::{
 use db_failover::{CommitToken, OpOptions};
 use serde_json::Value;
 use store_domain::{
-    ApplyError, ErrorCode, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery,
-    StoreResponse, ValidCreate, ValidUpdate, VersionSource, parse_etag,
+    Actor, ApplyError, ErrorCode, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage,
+    StoreQuery, StoreResponse, ValidCreate, ValidUpdate, VersionSource, parse_etag,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -69,7 +69,7 @@ pub async fn list(
 /// `POST /api/stores`.
 #[utoipa::path(post, path = "/api/stores", tag = "stores",
     request_body(content = store_domain::CreateStore, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response of a retried request")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response of a retried request with the same key from the same subject (x-gateway-subject)")),
     responses(
         (status = 201, description = "Created", body = StoreResponse, headers(
             ("Location" = String), ("ETag" = String), ("Read-After" = String, description = "Read-your-writes token"))),
@@ -83,6 +83,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    actor: Option<Extension<Actor>>,
     claim: Option<Extension<Claimed>>,
     headers: HeaderMap,
     body: Body,
@@ -91,7 +92,8 @@ pub async fn create(
     let valid = ValidCreate::from_json(value)?;
     let (store, secrets) = valid.into_store(Uuid::now_v7(), now());
     let sealed = Arc::new(state.secrets.seal(&secrets).await?);
-    let event = Arc::new(StoreEvent::created(&store, request_id));
+    let actor = actor.map(|Extension(actor)| actor);
+    let event = Arc::new(StoreEvent::created(&store, request_id, actor));
     let row = Arc::new(store);
     let claim = claim.map(|Extension(claim)| Arc::new(claim));
     let written = state
@@ -220,7 +222,7 @@ pub async fn get_one(
     request_body(content = store_domain::UpdateStore, content_type = "application/json"),
     params(("id" = Uuid, Path),
         ("If-Match" = Option<String>, Header, description = "`\"<version>\"`; a stale one is 412"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response of a retried request")),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response of a retried request with the same key from the same subject (x-gateway-subject)")),
     responses(
         (status = 200, description = "Updated", body = StoreResponse, headers(("ETag" = String), ("Read-After" = String))),
         (status = 400, description = "Malformed JSON, a validation error, INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
@@ -233,6 +235,7 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    actor: Option<Extension<Actor>>,
     claim: Option<Extension<Claimed>>,
     StoreId(id): StoreId,
     headers: HeaderMap,
@@ -267,15 +270,17 @@ pub async fn update(
     };
     let valid = Arc::new(valid);
     let request_id: Arc<str> = request_id.into();
+    let actor = actor.map(|Extension(actor)| Arc::new(actor));
     let claim = claim.map(|Extension(claim)| Arc::new(claim));
     let at = now();
     let written = state
         .cluster
         .write_op_with(options(claim.as_deref()), move |conn| {
-            let (valid, sealed, request_id, claim) = (
+            let (valid, sealed, request_id, actor, claim) = (
                 Arc::clone(&valid),
                 sealed.clone(),
                 Arc::clone(&request_id),
+                actor.clone(),
                 claim.clone(),
             );
             Box::pin(async move {
@@ -293,6 +298,7 @@ pub async fn update(
                     sealed.as_deref(),
                     at,
                     &request_id,
+                    actor.as_deref(),
                 )
                 .await?;
                 let UpdateOutcome::Updated(store) = outcome else {
@@ -325,7 +331,7 @@ pub async fn update(
 #[utoipa::path(get, path = "/api/stores/{id}/history", tag = "stores",
     params(("id" = Uuid, Path), ("Read-After" = Option<String>, Header, description = "A token from a write response")),
     responses(
-        (status = 200, description = "The audit trail, oldest first", body = StoreHistory),
+        (status = 200, description = "The audit trail, oldest first; each event's `actor` is the subject that asked for the change (x-gateway-subject), `null` when anonymous", body = StoreHistory),
         (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
     ))]

@@ -1,0 +1,181 @@
+//! `cargo xtask token --subject NAME` end to end: the real binary against
+//! the OpenBao of a real `cargo xtask up --no-services` (on free ports, in a
+//! temporary folder). Each subject has its own `sub`, the same on every
+//! call (whatever the scope, and after a restart of the stack); without
+//! `--subject` the token is not one of theirs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn xtask(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args);
+    cmd
+}
+
+/// A running `up --no-services`, stopped with Ctrl-C when dropped (also
+/// when an assertion fails, so that no server outlives the test).
+struct Stack(Option<Child>);
+
+impl Stack {
+    /// Starts `up --no-services` and waits (bounded) for its "stack ready"
+    /// line.
+    fn up(dir: &Path, pg: [u16; 2], bao: u16) -> Stack {
+        let ports = format!("{},{}", pg[0], pg[1]);
+        let bao = bao.to_string();
+        let mut child = xtask(&[
+            "up",
+            "--no-services",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--pg-ports",
+            &ports,
+            "--bao-port",
+            &bao,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("xtask runs");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[up] {line}");
+                if line.contains("stack ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let stack = Stack(Some(child));
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("`xtask up` did not report ready within 120 s");
+        }
+        stack
+    }
+
+    /// Ctrl-C, as a user stops `up`: a clean stop.
+    fn stop(mut self) {
+        let status = self.interrupt().expect("up was running");
+        assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    }
+
+    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.0.take()?;
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        child.wait().ok()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.interrupt();
+    }
+}
+
+/// `xtask token ARGS --dir DIR`: the claims of the token it prints.
+fn token(dir: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["token"];
+    all.extend(args);
+    all.extend(["--dir", dir.to_str().unwrap()]);
+    let out = xtask(&all).output().expect("xtask token runs");
+    assert!(
+        out.status.success(),
+        "xtask token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let jwt = text.trim();
+    assert_eq!(jwt.lines().count(), 1, "one token on stdout: {text}");
+    let claims = jwt.split('.').nth(1).expect("a JWT has three parts");
+    serde_json::from_slice(&base64url(claims)).expect("JSON claims")
+}
+
+/// Unpadded base64url, decoded by hand (no dependency for a test).
+fn base64url(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        other => panic!("not base64url: {other}"),
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        acc = (acc << 6) | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn sub(claims: &Value) -> String {
+    let sub = claims["sub"].as_str().expect("a sub claim");
+    assert!(!sub.is_empty(), "{claims}");
+    sub.to_owned()
+}
+
+#[test]
+fn token_subject_gives_each_client_its_own_stable_sub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stack");
+    let pg = [testkit::free_port().unwrap(), testkit::free_port().unwrap()];
+    let bao_port = testkit::free_port().unwrap();
+
+    let first = Stack::up(&dir, pg, bao_port);
+    let alice = token(&dir, &["--subject", "alice"]);
+    let bob = token(&dir, &["--subject", "bob"]);
+    let again = token(&dir, &["--subject", "alice"]);
+    let secrets = token(&dir, &["--subject", "alice", "--scope", "stores:secrets"]);
+    let default = token(&dir, &[]);
+
+    assert_ne!(sub(&alice), sub(&bob), "two subjects, two subs");
+    assert_eq!(sub(&alice), sub(&again), "the same NAME, the same sub");
+    assert_eq!(
+        sub(&alice),
+        sub(&secrets),
+        "a subject keeps its sub whatever the scope"
+    );
+    assert_ne!(sub(&default), sub(&alice), "no --subject: not alice");
+    assert_ne!(sub(&default), sub(&bob), "no --subject: not bob");
+    // Everything else is the gateway's usual token.
+    assert_eq!(alice["scope"], "stores:read stores:write", "{alice}");
+    assert_eq!(secrets["scope"], "stores:secrets", "{secrets}");
+    for claims in [&alice, &bob, &default] {
+        assert_eq!(claims["aud"], default["aud"], "{claims}");
+        assert_eq!(claims["iss"], default["iss"], "{claims}");
+        assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+    }
+
+    // A name that cannot be an AppRole's is refused before OpenBao is asked.
+    let out = xtask(&[
+        "token",
+        "--subject",
+        "Alice Smith",
+        "--dir",
+        dir.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--subject `Alice Smith`"), "{stderr}");
+    first.stop();
+
+    // A restart keeps OpenBao's data: alice is still alice.
+    let second = Stack::up(&dir, pg, bao_port);
+    let later = token(&dir, &["--subject", "alice"]);
+    assert_eq!(sub(&later), sub(&alice), "the sub survives a restart");
+    second.stop();
+}
