@@ -296,7 +296,6 @@ pub const PRE_AUTH: &str = "unauthenticated";
 /// The limit before authentication: a bucket of failures per client
 /// address, and the addresses whose bucket is empty now (answered 429
 /// before any work).
-#[derive(Debug)]
 pub struct PreAuthLimiter {
     /// Failures per address.
     bucket: Bucket,
@@ -304,6 +303,17 @@ pub struct PreAuthLimiter {
     blocked: moka::sync::Cache<ClientKey, tokio::time::Instant>,
     /// The `RateLimit-Policy` field.
     policy_field: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for PreAuthLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Counts only: the addresses are many and are clients' data.
+        f.debug_struct("PreAuthLimiter")
+            .field("bucket", &self.bucket)
+            .field("clients", &self.clients())
+            .field("blocked", &self.blocked.entry_count())
+            .finish()
+    }
 }
 
 impl PreAuthLimiter {

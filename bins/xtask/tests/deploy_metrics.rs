@@ -209,7 +209,8 @@ async fn configure_bao(pg: &PgCluster, bao: &OpenBao) -> (testkit::AppRoleCreden
 }
 
 /// The production gateway.toml with this machine's OpenBao in place of the
-/// cluster's, and no PagerDuty.
+/// cluster's, no PagerDuty, and no cluster CA file (this OpenBao is plain
+/// http).
 fn gateway_config(dir: &Path, bao: &OpenBao, issuer: &OidcIssuer) -> PathBuf {
     let production = read("deploy/k8s/base/gateway/gateway.toml");
     assert!(
@@ -223,7 +224,10 @@ fn gateway_config(dir: &Path, bao: &OpenBao, issuer: &OidcIssuer) -> PathBuf {
             &dir.join("queue.redb").display().to_string(),
         )
         .lines()
-        .filter(|l| !l.trim_start().starts_with("pagerduty_url"))
+        .filter(|l| {
+            let key = l.trim_start();
+            !key.starts_with("pagerduty_url") && !key.starts_with("extra_ca_file")
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     assert!(
