@@ -622,11 +622,17 @@ pub async fn echo_upstream_on(port: u16) -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-/// The number of series in a Prometheus text (lines that are not comments).
+/// The number of series in a Prometheus text whose labels a client's
+/// request decides (requests, auth failures, rate limits); the gateway's
+/// own figures (key fetches, breakers) are not the client's doing.
 pub fn series(metrics: &str) -> usize {
     metrics
         .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            ["gateway_request", "gateway_auth_failures", "gateway_rate_limited"]
+                .iter()
+                .any(|family| l.starts_with(family))
+        })
         .count()
 }
 
