@@ -629,9 +629,13 @@ pub fn series(metrics: &str) -> usize {
     metrics
         .lines()
         .filter(|l| {
-            ["gateway_request", "gateway_auth_failures", "gateway_rate_limited"]
-                .iter()
-                .any(|family| l.starts_with(family))
+            [
+                "gateway_request",
+                "gateway_auth_failures",
+                "gateway_rate_limited",
+            ]
+            .iter()
+            .any(|family| l.starts_with(family))
         })
         .count()
 }
