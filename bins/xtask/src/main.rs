@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask up [--dir DIR] [--no-services]`: the whole platform locally.
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
+//! - `cargo xtask failover [--dir DIR]`: a controlled promotion on the
+//!   running stack; `cargo xtask status [--json] [--dir DIR]`: its topology.
 //! - `cargo xtask token [--scope "..."] [--subject NAME] [--dir DIR]`: a JWT
 //!   for the gateway from the running stack's OpenBao token issuer (for the
 //!   client NAME: its own, stable `sub`).
@@ -14,8 +16,10 @@
 mod bench;
 mod bench_api;
 mod bench_gateway;
+mod failover;
 mod load;
 mod stack;
+mod status;
 mod test;
 mod tools;
 
@@ -26,9 +30,16 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  up [--dir DIR] [--no-services] [--pg-ports P,R] [--bao-port B]
-                                   run PostgreSQL (primary + replica), OpenBao and the services; Ctrl-C stops them
+  up [--dir DIR] [--no-services] [--pg-ports P,R] [--bao-port B] [--primary pgN] [--discard-diverged]
+                                   run PostgreSQL (primary + replica), OpenBao and the services; Ctrl-C stops them.
+                                   A kept stack restarts on the node with the newest timeline and furthest WAL;
+                                   --primary: that node instead; --discard-diverged: rewind a node even when its
+                                   divergent WAL holds commits (refused otherwise, nothing started)
   down [--dir DIR]                 stop a stack left running
+  failover [--dir DIR]             on the running stack: fence the primary, promote the replica, wait for the
+                                   services to write to it, rejoin the old primary as a standby
+  status [--json] [--dir DIR]      the running stack: each node's role, timeline, WAL and lag, OpenBao's seal,
+                                   the services' readiness, the gateway's queue depth
   token [--scope \"S ...\"] [--subject NAME] [--dir DIR]
                                    print a fresh JWT for the gateway (default scope \"stores:read stores:write\");
                                    --subject: for the client NAME (its own `sub`, the same on every call)
@@ -73,6 +84,12 @@ fn run() -> anyhow::Result<()> {
             runtime.block_on(stack::up(options))
         }
         "down" => runtime.block_on(stack::down(&stack_dir(&rest)?)),
+        "failover" => runtime.block_on(failover::request(&stack_dir(&rest)?)),
+        "status" => {
+            let as_json = rest.iter().any(|a| a == "--json");
+            let rest: Vec<String> = rest.into_iter().filter(|a| a != "--json").collect();
+            runtime.block_on(status::run(&stack_dir(&rest)?, as_json))
+        }
         "token" => runtime.block_on(stack::token(&rest)),
         "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
         "test" => test::run(&rest),

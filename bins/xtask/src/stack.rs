@@ -1,7 +1,9 @@
 //! `cargo xtask up | down | reset`: the platform on this machine.
 //!
 //! The stack lives in one folder (`./.stack`, gitignored), kept between
-//! runs: a PostgreSQL primary with one streaming replica (fsync on), a real
+//! runs: a PostgreSQL primary with one streaming replica (fsync on; on a
+//! kept stack the primary is the node the data chooses, see
+//! [`testkit::timeline`], so a promotion survives a restart), a real
 //! OpenBao server on raft storage (initialised once, unsealed on every `up`,
 //! so Transit keys survive restarts) and the service binaries of the
 //! workspace. Starting PostgreSQL and OpenBao is testkit's job, the same code
@@ -27,7 +29,7 @@ const BAO_PORT: u16 = 8200;
 pub(crate) const DATABASE: &str = "stores";
 const TRANSIT_KEY: &str = "store-secrets";
 pub(crate) const APP: &str = "store-service";
-const PID_FILE: &str = "up.pid";
+pub(crate) const PID_FILE: &str = "up.pid";
 /// The gateway's configuration file in the stack folder.
 pub(crate) const GATEWAY_CONFIG: &str = "gateway.toml";
 /// OpenBao's address and token issuer, for `cargo xtask token`.
@@ -56,6 +58,10 @@ pub(crate) struct UpOptions {
     services: bool,
     pg_ports: Vec<u16>,
     bao_port: u16,
+    /// `--primary pgN`: this node is the primary, whatever the data says.
+    primary: Option<testkit::NodeId>,
+    /// `--discard-diverged`: rewind nodes whose divergent WAL holds commits.
+    discard_diverged: bool,
 }
 
 impl UpOptions {
@@ -63,6 +69,8 @@ impl UpOptions {
         let mut services = true;
         let mut pg_ports = PG_PORTS.to_vec();
         let mut bao_port = BAO_PORT;
+        let mut primary = None;
+        let mut discard_diverged = false;
         let mut rest = Vec::new();
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -78,6 +86,15 @@ impl UpOptions {
                         bail!("--pg-ports needs two ports: PRIMARY,REPLICA");
                     }
                 }
+                "--discard-diverged" => discard_diverged = true,
+                "--primary" => {
+                    let node = args.next().context("--primary needs a node (pg0, pg1)")?;
+                    let index = node
+                        .strip_prefix("pg")
+                        .and_then(|n| n.parse().ok())
+                        .with_context(|| format!("bad node `{node}` (pg0, pg1)"))?;
+                    primary = Some(testkit::NodeId(index));
+                }
                 "--bao-port" => {
                     let port = args.next().context("--bao-port needs a port")?;
                     bao_port = port.parse().with_context(|| format!("bad port `{port}`"))?;
@@ -90,11 +107,18 @@ impl UpOptions {
             services,
             pg_ports,
             bao_port,
+            primary,
+            discard_diverged,
         })
     }
 }
 
 pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
+    // Before the pid file names this process: `cargo xtask failover`
+    // signals it, and SIGUSR1's default action would end it.
+    let failover_signal =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            .context("listening for SIGUSR1")?;
     let tools = tools::ensure()?;
     let dir = &options.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -104,14 +128,37 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
         "xtask: starting PostgreSQL (primary + streaming replica) in {}",
         dir.join("pg").display()
     );
-    let pg = PgCluster::builder()
+    let mut builder = PgCluster::builder()
         .dir(dir.join("pg"))
         .bindir(&tools.pg_bindir)
         .ports(options.pg_ports.iter().copied())
         .durable(true)
-        .start()
-        .await
-        .context("starting PostgreSQL")?;
+        .discard_divergent(options.discard_diverged);
+    if let Some(node) = options.primary {
+        builder = builder.primary(node);
+    }
+    let pg = match builder.start().await {
+        Ok(pg) => pg,
+        Err(error @ testkit::Error::Diverged { .. }) => {
+            let _ = std::fs::remove_file(dir.join(PID_FILE));
+            let testkit::Error::Diverged { node, .. } = &error else {
+                unreachable!()
+            };
+            bail!(
+                "starting PostgreSQL: {error}. Nothing was started.\n  \
+                 to keep {node}'s transactions, make it the primary: cargo xtask up --primary {node} \
+                 (the other node's own transactions after the split are then the ones refused)\n  \
+                 to discard them (they are listed above and in the log): cargo xtask up --discard-diverged"
+            );
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(dir.join(PID_FILE));
+            return Err(error).context("starting PostgreSQL");
+        }
+    };
+    for line in pg.startup_report() {
+        eprintln!("xtask: postgres: {line}");
+    }
     eprintln!("xtask: starting OpenBao in {}", dir.join("bao").display());
     let bao = OpenBao::builder()
         .dir(dir.join("bao"))
@@ -169,9 +216,28 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
         }
     }
 
+    let ports: Vec<(&str, u16)> = children
+        .iter()
+        .filter_map(|(name, _)| SERVICES.iter().find(|(n, _)| n == name).copied())
+        .collect();
+    crate::status::write_topology(dir, &pg, bao.addr(), &ports)?;
     print_summary(dir, &pg, &bao, &children);
     eprintln!("xtask: stack ready; Ctrl-C stops it");
-    let outcome = wait_for_stop(&mut children).await;
+    let outcome = wait_for_stop(&mut children, failover_signal, |children| {
+        let store = children
+            .iter()
+            .any(|(name, _)| *name == APP)
+            .then_some(3000);
+        let (pg, bao, ports) = (&pg, &bao, &ports);
+        async move {
+            if crate::failover::run(dir, pg, bao, store).await.is_ok() {
+                write_env_file(dir, pg, bao)?;
+                crate::status::write_topology(dir, pg, bao.addr(), ports)?;
+            }
+            Ok(())
+        }
+    })
+    .await;
 
     eprintln!("xtask: stopping");
     for (name, mut child) in children {
@@ -202,7 +268,7 @@ fn claim(dir: &Path) -> anyhow::Result<()> {
 
 /// The pid in `pid_file`, if that process is alive (a zombie, exited but
 /// not yet reaped by its parent, counts as gone).
-fn running_pid(pid_file: &Path) -> Option<i32> {
+pub(crate) fn running_pid(pid_file: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file)
         .ok()?
         .trim()
@@ -218,6 +284,25 @@ pub(crate) async fn configure_bao(
     bao: &OpenBao,
 ) -> anyhow::Result<testkit::AppRoleCredentials> {
     bao.enable_kv2("secret").await?;
+    point_bao_at_primary(pg, bao).await?;
+    bao.enable_transit("transit").await?;
+    bao.create_transit_key("transit", TRANSIT_KEY).await?;
+    bao.write_policy(APP, POLICY).await?;
+    let approle = bao
+        .enable_approle(APP, &[APP], Duration::from_secs(3600))
+        .await?;
+    // Check the setup end to end: the policy really issues credentials.
+    bao.call(Method::GET, &format!("database/creds/{APP}"), None)
+        .await
+        .context("issuing a first set of database credentials")?;
+    Ok(approle)
+}
+
+/// Points OpenBao at the current primary: the addresses in
+/// `secret/store-service/database`, and the database secrets engine's
+/// connection (it creates and renews the services' users there). At every
+/// `up` and after a failover.
+pub(crate) async fn point_bao_at_primary(pg: &PgCluster, bao: &OpenBao) -> anyhow::Result<()> {
     let primary = pg.node(pg.primary());
     let replicas: Vec<u16> = pg
         .replicas()
@@ -233,8 +318,6 @@ pub(crate) async fn configure_bao(
     // enable_kv2 waited for the new mount's upgrade, so this write is safe.
     bao.kv_put("secret", "store-service/database", database)
         .await?;
-    bao.enable_transit("transit").await?;
-    bao.create_transit_key("transit", TRANSIT_KEY).await?;
     bao.configure_database(
         pg,
         &DatabaseEngine {
@@ -244,15 +327,7 @@ pub(crate) async fn configure_bao(
         },
     )
     .await?;
-    bao.write_policy(APP, POLICY).await?;
-    let approle = bao
-        .enable_approle(APP, &[APP], Duration::from_secs(3600))
-        .await?;
-    // Check the setup end to end: the policy really issues credentials.
-    bao.call(Method::GET, &format!("database/creds/{APP}"), None)
-        .await
-        .context("issuing a first set of database credentials")?;
-    Ok(approle)
+    Ok(())
 }
 
 /// The gateway's token buckets (the benchmark sets them high).
@@ -529,7 +604,20 @@ fn walkthrough(port: u16) -> String {
     TEXT.replace("PORT", &port.to_string())
 }
 
-/// `.stack/env.sh` (mode 0600): `source` it for psql and bao.
+/// The value of `export NAME=...` in `.stack/env.sh`.
+pub(crate) fn env_value(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(ENV_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .flat_map(|l| l.trim_start_matches("export ").split(' '))
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .map(|v| v.trim_matches('\'').to_owned())
+        .with_context(|| format!("no {name} in {}", path.display()))
+}
+
+/// `.stack/env.sh` (mode 0600): `source` it for psql and bao; it names the
+/// current primary.
 fn write_env_file(dir: &Path, pg: &PgCluster, bao: &OpenBao) -> anyhow::Result<()> {
     let text = format!(
         "# Written by `cargo xtask up`: local development only.\n\
@@ -608,8 +696,17 @@ fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, C
 }
 
 /// Waits for Ctrl-C or SIGTERM (`cargo xtask down`), or for a service to
-/// exit on its own, which is an error.
-async fn wait_for_stop(children: &mut [(&'static str, Child)]) -> anyhow::Result<()> {
+/// exit on its own, which is an error; on SIGUSR1 (`cargo xtask failover`)
+/// runs `failover` and goes on waiting.
+async fn wait_for_stop<F, Fut>(
+    children: &mut [(&'static str, Child)],
+    mut usr1: tokio::signal::unix::Signal,
+    failover: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(&[(&'static str, Child)]) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -617,6 +714,7 @@ async fn wait_for_stop(children: &mut [(&'static str, Child)]) -> anyhow::Result
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),
+            _ = usr1.recv() => failover(children).await?,
             _ = tick.tick() => {
                 for (name, child) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {

@@ -4,87 +4,14 @@
 //! call (whatever the scope, and after a restart of the stack); without
 //! `--subject` the token is not one of theirs.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use common::{Place, Stack, xtask};
 use serde_json::Value;
 
-fn xtask(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(args);
-    cmd
-}
-
-/// A running `up --no-services`, stopped with Ctrl-C when dropped (also
-/// when an assertion fails, so that no server outlives the test).
-struct Stack(Option<Child>);
-
-impl Stack {
-    /// Starts `up --no-services` and waits (bounded) for its "stack ready"
-    /// line.
-    fn up(dir: &Path, pg: [u16; 2], bao: u16) -> Stack {
-        let ports = format!("{},{}", pg[0], pg[1]);
-        let bao = bao.to_string();
-        let mut child = xtask(&[
-            "up",
-            "--no-services",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--pg-ports",
-            &ports,
-            "--bao-port",
-            &bao,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("xtask runs");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[up] {line}");
-                if line.contains("stack ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let stack = Stack(Some(child));
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("`xtask up` did not report ready within 120 s");
-        }
-        stack
-    }
-
-    /// Ctrl-C, as a user stops `up`: a clean stop.
-    fn stop(mut self) {
-        let status = self.interrupt().expect("up was running");
-        assert!(status.success(), "Ctrl-C is a clean stop: {status}");
-    }
-
-    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.0.take()?;
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-        child.wait().ok()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.interrupt();
-    }
-}
-
 /// `xtask token ARGS --dir DIR`: the claims of the token it prints.
-fn token(dir: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["token"];
-    all.extend(args);
-    all.extend(["--dir", dir.to_str().unwrap()]);
-    let out = xtask(&all).output().expect("xtask token runs");
+fn token(place: &Place, args: &[&str]) -> Value {
+    let out = place.run("token", args);
     assert!(
         out.status.success(),
         "xtask token {args:?}: {}",
@@ -128,17 +55,13 @@ fn sub(claims: &Value) -> String {
 
 #[test]
 fn token_subject_gives_each_client_its_own_stable_sub() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("stack");
-    let pg = [testkit::free_port().unwrap(), testkit::free_port().unwrap()];
-    let bao_port = testkit::free_port().unwrap();
-
-    let first = Stack::up(&dir, pg, bao_port);
-    let alice = token(&dir, &["--subject", "alice"]);
-    let bob = token(&dir, &["--subject", "bob"]);
-    let again = token(&dir, &["--subject", "alice"]);
-    let secrets = token(&dir, &["--subject", "alice", "--scope", "stores:secrets"]);
-    let default = token(&dir, &[]);
+    let place = Place::new();
+    let first = Stack::up(&place, &[]);
+    let alice = token(&place, &["--subject", "alice"]);
+    let bob = token(&place, &["--subject", "bob"]);
+    let again = token(&place, &["--subject", "alice"]);
+    let secrets = token(&place, &["--subject", "alice", "--scope", "stores:secrets"]);
+    let default = token(&place, &[]);
 
     assert_ne!(sub(&alice), sub(&bob), "two subjects, two subs");
     assert_eq!(sub(&alice), sub(&again), "the same NAME, the same sub");
@@ -164,7 +87,7 @@ fn token_subject_gives_each_client_its_own_stable_sub() {
         "--subject",
         "Alice Smith",
         "--dir",
-        dir.to_str().unwrap(),
+        place.dir.to_str().unwrap(),
     ])
     .output()
     .unwrap();
@@ -174,8 +97,8 @@ fn token_subject_gives_each_client_its_own_stable_sub() {
     first.stop();
 
     // A restart keeps OpenBao's data: alice is still alice.
-    let second = Stack::up(&dir, pg, bao_port);
-    let later = token(&dir, &["--subject", "alice"]);
+    let second = Stack::up(&place, &[]);
+    let later = token(&place, &["--subject", "alice"]);
     assert_eq!(sub(&later), sub(&alice), "the sub survives a restart");
     second.stop();
 }

@@ -95,6 +95,24 @@ pub enum Error {
     /// The caller asked for something that does not exist or is not possible.
     #[error("{0}")]
     Usage(String),
+    /// Starting a kept cluster with `primary` would discard committed
+    /// transactions that only `node` holds (its WAL past the point where it
+    /// parted from the primary's history). Nothing was started.
+    #[error(
+        "{node} holds {count} committed transaction(s) that {primary} does not have (WAL past {from}: {commits}); starting {primary} as the primary would discard them",
+        count = commits.len(),
+        commits = commits.join(", ")
+    )]
+    Diverged {
+        /// The node with the divergent WAL.
+        node: String,
+        /// The node chosen as primary.
+        primary: String,
+        /// Where their histories part.
+        from: String,
+        /// The commits (`xid <n> at <time>`).
+        commits: Vec<String>,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -10,6 +10,7 @@ mod openbao;
 mod ports;
 mod postgres;
 mod process;
+pub mod timeline;
 
 use std::path::Path;
 

@@ -56,6 +56,8 @@ pub struct PgClusterBuilder {
     ports: Vec<u16>,
     durable: bool,
     bindir: Option<PathBuf>,
+    primary: Option<NodeId>,
+    discard_divergent: bool,
 }
 
 impl Default for PgClusterBuilder {
@@ -66,6 +68,8 @@ impl Default for PgClusterBuilder {
             ports: Vec::new(),
             durable: false,
             bindir: None,
+            primary: None,
+            discard_divergent: false,
         }
     }
 }
@@ -89,6 +93,23 @@ impl PgClusterBuilder {
     /// folder that already holds a cluster, which keeps its own.
     pub fn ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
         self.ports = ports.into_iter().collect();
+        self
+    }
+
+    /// For a folder that already holds a cluster: make `node` the primary
+    /// instead of the node the data chooses (the newest timeline, then the
+    /// furthest WAL; see [`crate::timeline`]).
+    pub fn primary(mut self, node: NodeId) -> Self {
+        self.primary = Some(node);
+        self
+    }
+
+    /// For a folder that already holds a cluster: rewind nodes whose
+    /// divergent WAL holds committed transactions (they are reported in
+    /// [`PgCluster::startup_report`], then discarded). Without it such a
+    /// start fails with [`Error::Diverged`] before anything runs.
+    pub fn discard_divergent(mut self, discard: bool) -> Self {
+        self.discard_divergent = discard;
         self
     }
 
@@ -142,11 +163,14 @@ impl PgClusterBuilder {
             run_as,
             nodes,
             primary: StdMutex::new(NodeId(0)),
+            report: StdMutex::new(Vec::new()),
             state,
             root,
         };
         if kept {
-            cluster.start_existing().await?;
+            cluster
+                .start_existing(self.primary, self.discard_divergent)
+                .await?;
         } else {
             cluster.initialise().await?;
         }
@@ -273,6 +297,8 @@ pub struct PgCluster {
     run_as: Option<RunAs>,
     nodes: Vec<PgNode>,
     primary: StdMutex<NodeId>,
+    /// What the start of a kept cluster decided, one line each.
+    report: StdMutex<Vec<String>>,
     state: State,
     // Last: dropped after the nodes' processes are killed.
     root: Root,
@@ -320,6 +346,16 @@ impl PgCluster {
     /// last node passed to [`PgCluster::promote`]).
     pub fn primary(&self) -> NodeId {
         *self.primary.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What starting a kept cluster decided, one line each: which node
+    /// became primary and why, how each other node rejoined it, and what
+    /// was discarded. Empty for a new cluster.
+    pub fn startup_report(&self) -> Vec<String> {
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every node but the primary.
@@ -492,6 +528,76 @@ impl PgCluster {
         Ok(())
     }
 
+    /// The first half of a controlled switchover: picks the replica that
+    /// has replayed the most WAL, stops the primary cleanly (fencing it: no
+    /// write can be acknowledged by it any more, and its shutdown
+    /// checkpoint goes to the replicas), waits until that replica has
+    /// replayed everything the primary wrote, and promotes it. Returns
+    /// (old primary, new primary). If the replica does not catch up, the
+    /// old primary is started again and nothing changed. Rejoin the old
+    /// primary with [`PgCluster::restart_as_standby`].
+    pub async fn fence_and_promote(&self) -> Result<(NodeId, NodeId)> {
+        let old = self.primary();
+        let mut best: Option<(NodeId, u64)> = None;
+        for id in self.replicas() {
+            let Ok(client) = self.admin(id).await else {
+                continue;
+            };
+            let replayed = replayed(&client, id).await?;
+            if best.is_none_or(|(_, b)| replayed > b) {
+                best = Some((id, replayed));
+            }
+        }
+        let (new, _) =
+            best.ok_or_else(|| Error::Usage("no reachable replica to promote".into()))?;
+        self.stop(old).await?;
+        let control = crate::timeline::control_value(
+            &self.bindir,
+            self.run_as,
+            &self.node(old).data_dir,
+            "Latest checkpoint location:",
+        )
+        .await?;
+        let last: crate::timeline::Lsn = control
+            .parse()
+            .map_err(|e: String| Error::Usage(format!("{old}: {e}")))?;
+        let client = self.admin(new).await?;
+        let started = tokio::time::Instant::now();
+        loop {
+            if replayed(&client, new).await? > last.0 {
+                break;
+            }
+            if started.elapsed() > STREAMING_TIMEOUT {
+                self.start_node(old).await?;
+                return Err(Error::Timeout {
+                    what: format!("{new} to replay {old}'s WAL up to {last} (nothing was changed)"),
+                    after: STREAMING_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.promote(new).await?;
+        Ok((old, new))
+    }
+
+    /// Where each node stands now: (node, `pg_is_in_recovery()`), `None`
+    /// for a node that does not answer.
+    pub async fn roles(&self) -> Vec<(NodeId, Option<bool>)> {
+        let mut roles = Vec::new();
+        for node in &self.nodes {
+            let role = match self.admin(node.id).await {
+                Ok(client) => client
+                    .query_one("SELECT pg_is_in_recovery()", &[])
+                    .await
+                    .ok()
+                    .map(|row| row.get(0)),
+                Err(_) => None,
+            };
+            roles.push((node.id, role));
+        }
+        roles
+    }
+
     /// Turns `node` into a streaming standby of the current primary: stops it
     /// (if running), rewinds its data with `pg_rewind` when its timeline
     /// diverged (an old primary), points `primary_conninfo` at the current
@@ -504,6 +610,15 @@ impl PgCluster {
             )));
         }
         self.stop(node).await?;
+        self.rewind(node, primary).await?;
+        self.write_standby_config(node, primary)?;
+        self.start_node(node).await?;
+        self.wait_streaming(node).await
+    }
+
+    /// `pg_rewind` of stopped `node` from running `primary` (a target that
+    /// was not shut down cleanly is recovered first by pg_rewind itself).
+    async fn rewind(&self, node: NodeId, primary: NodeId) -> Result<()> {
         // A just-promoted primary writes its new timeline to pg_control only
         // at its next checkpoint; without one pg_rewind sees one timeline
         // and wrongly decides that no rewind is needed.
@@ -525,9 +640,7 @@ impl PgCluster {
             ));
         RunAs::apply(self.run_as, &mut cmd);
         run_checked(cmd, &format!("pg_rewind {node} from {primary}")).await?;
-        self.write_standby_config(node, primary)?;
-        self.start_node(node).await?;
-        self.wait_streaming(node).await
+        Ok(())
     }
 
     /// Waits until standby `node` streams from the current primary
@@ -657,22 +770,109 @@ impl PgCluster {
         Ok(())
     }
 
-    async fn start_existing(&self) -> Result<()> {
-        // The node without standby.signal is the primary.
-        let primary = self
-            .nodes
+    /// Starts a kept cluster on the primary its data chooses (or `forced`),
+    /// every other node following it: as it is when it holds no WAL the
+    /// primary lacks, rewound when it does (refused, before anything runs,
+    /// when that WAL holds commits and `discard` is not set), from a fresh
+    /// base backup when a rewind fails.
+    async fn start_existing(&self, forced: Option<NodeId>, discard: bool) -> Result<()> {
+        let mut wals = Vec::new();
+        for node in &self.nodes {
+            wals.push(
+                crate::timeline::read_node(&self.bindir, self.run_as, node.id, &node.data_dir)
+                    .await?,
+            );
+        }
+        let chosen = match forced {
+            Some(id) => wals
+                .iter()
+                .find(|w| w.node == id)
+                .ok_or_else(|| Error::Usage(format!("no node {id} in this cluster")))?,
+            None => crate::timeline::choose(&wals)
+                .ok_or_else(|| Error::Usage("a cluster without nodes".into()))?,
+        };
+        let others: Vec<String> = wals
             .iter()
-            .find(|n| !n.data_dir.join("standby.signal").exists())
-            .map(|n| n.id)
-            .ok_or_else(|| Error::Usage(format!("no primary in {}", self.root.path().display())))?;
+            .filter(|w| w.node != chosen.node)
+            .map(ToString::to_string)
+            .collect();
+        let mut report = vec![format!(
+            "primary {}: {} (others: {})",
+            chosen.node,
+            match forced {
+                Some(_) => format!("chosen by the caller, {chosen}"),
+                None => format!("the newest timeline with the furthest WAL, {chosen}"),
+            },
+            others.join("; ")
+        )];
+        // Decide every node before starting any.
+        let mut plans = Vec::new();
+        for wal in wals.iter().filter(|w| w.node != chosen.node) {
+            let point = crate::timeline::common_point(&wal.path, &chosen.path);
+            let node = self.node(wal.node);
+            let diverged = crate::timeline::divergence(
+                &self.bindir,
+                self.run_as,
+                &node.data_dir,
+                &wal.path,
+                point,
+            )
+            .await?;
+            if !diverged.commits.is_empty() && !discard {
+                return Err(Error::Diverged {
+                    node: wal.node.to_string(),
+                    primary: chosen.node.to_string(),
+                    from: point.to_string(),
+                    commits: diverged.commits,
+                });
+            }
+            plans.push((wal.node, diverged));
+        }
+        let primary = chosen.node;
         *self.primary.lock().unwrap_or_else(|e| e.into_inner()) = primary;
         self.start_node(primary).await?;
-        for id in self.replicas() {
+        for (id, diverged) in &plans {
+            let (id, node) = (*id, self.node(*id));
+            if diverged.records == 0 {
+                self.write_standby_config(id, primary)?;
+                report.push(format!(
+                    "{id} follows {primary}: no WAL past {}",
+                    diverged.from
+                ));
+            } else {
+                let discarded = if diverged.commits.is_empty() {
+                    "no commit among them".to_owned()
+                } else {
+                    format!(
+                        "DISCARDED {} committed transaction(s): {}",
+                        diverged.commits.len(),
+                        diverged.commits.join(", ")
+                    )
+                };
+                match self.rewind(id, primary).await {
+                    Ok(()) => report.push(format!(
+                        "{id} rewound (pg_rewind) onto {primary}: {} WAL record(s) past {}, {discarded}",
+                        diverged.records, diverged.from
+                    )),
+                    Err(error) => {
+                        tracing::warn!(%error, node = %id, "pg_rewind failed: a fresh base backup instead");
+                        std::fs::remove_dir_all(&node.data_dir)
+                            .context(|| format!("removing {}", node.data_dir.display()))?;
+                        self.base_backup(node).await?;
+                        report.push(format!(
+                            "{id} rebuilt from a base backup of {primary} (pg_rewind failed): {} WAL record(s) past {}, {discarded}",
+                            diverged.records, diverged.from
+                        ));
+                    }
+                }
+                self.write_standby_config(id, primary)?;
+            }
             self.start_node(id).await?;
         }
-        for id in self.replicas() {
-            self.wait_streaming(id).await?;
+        for (id, _) in &plans {
+            self.wait_streaming(*id).await?;
         }
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
         Ok(())
     }
 
@@ -798,6 +998,20 @@ impl Drop for PgCluster {
             }
         }
     }
+}
+
+/// How far standby `node` (through `client`) has replayed WAL (0: not
+/// yet).
+async fn replayed(client: &Client, node: NodeId) -> Result<u64> {
+    let replayed: Option<i64> = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint",
+            &[],
+        )
+        .await
+        .pg_context(|| format!("reading the replay position of {node}"))?
+        .get(0);
+    Ok(replayed.unwrap_or(0).max(0) as u64)
 }
 
 async fn connect(config: &tokio_postgres::Config, what: &str) -> Result<Client> {
