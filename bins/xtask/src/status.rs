@@ -81,12 +81,16 @@ pub(crate) async fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             }
         }
     }
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()?;
+    // testkit's client: it installs the rustls provider that a workspace
+    // build of reqwest (`rustls-no-provider`, unified in) needs.
+    let http = testkit::http_client()?;
     let bao = topology["openbao"].as_str().unwrap_or_default().to_owned();
-    let seal = match http.get(format!("{bao}/v1/sys/seal-status")).send().await {
+    let seal = match http
+        .get(format!("{bao}/v1/sys/seal-status"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+    {
         Ok(r) => match r.json::<Value>().await {
             Ok(v) if v["sealed"] == false => "unsealed",
             Ok(_) => "sealed",
@@ -99,14 +103,23 @@ pub(crate) async fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
         let name = service["name"].as_str().unwrap_or("?");
         let port = service["port"].as_u64().unwrap_or(0);
         let base = format!("http://127.0.0.1:{port}");
-        let ready = match http.get(format!("{base}/ready")).send().await {
+        let ready = match http
+            .get(format!("{base}/ready"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+        {
             Ok(r) if r.status() == 200 => "ready",
             Ok(_) => "not ready",
             Err(_) => "down",
         };
         let mut entry = json!({"name": name, "url": base, "ready": ready});
         if name == "gateway"
-            && let Ok(r) = http.get(format!("{base}/metrics")).send().await
+            && let Ok(r) = http
+                .get(format!("{base}/metrics"))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await
             && let Ok(text) = r.text().await
         {
             entry["queueDepth"] = json!(

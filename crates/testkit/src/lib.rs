@@ -18,7 +18,7 @@ pub use binaries::{BAO_INSTALL, POSTGRES_INSTALL, bao_binary, find_in_path, post
 pub use error::{Error, Result};
 pub use kubernetes::ServiceAccountTokens;
 pub use oidc::{OidcClient, OidcIssuer};
-pub use openbao::{AppRoleCredentials, DatabaseEngine, OpenBao, OpenBaoBuilder};
+pub use openbao::{AppRoleCredentials, DatabaseEngine, OpenBao, OpenBaoBuilder, http_client};
 pub use ports::free_port;
 pub use postgres::{
     NodeId, PgCluster, PgClusterBuilder, PgNode, REPLICATION_USER, SUPERUSER, quote_ident,

@@ -734,8 +734,10 @@ impl Drop for OpenBao {
     }
 }
 
-/// The HTTP client for the API: no proxy, 10 s timeout.
-pub(crate) fn http_client() -> Result<reqwest::Client> {
+/// A plain HTTP client (no proxy, 10 s timeout) that works whatever TLS
+/// feature of reqwest the build unified: with `rustls-no-provider`, ring
+/// is installed as the process's provider first.
+pub fn http_client() -> Result<reqwest::Client> {
     // reqwest may be built with `rustls-no-provider` (feature unification
     // with vault-client): it then panics without a process-wide provider.
     // An error means one is installed already, which is all we need.
