@@ -196,6 +196,19 @@ pub struct ServerConfig {
     pub upstream_idle_timeout: DurationText,
     /// Timeout for connecting to an upstream.
     pub upstream_connect_timeout: DurationText,
+    /// Idle upstream connections kept per upstream (a burst opens more;
+    /// they are closed once it has passed).
+    pub upstream_max_idle: usize,
+    /// Client connections served at once; past it a new one gets a 503
+    /// (`TOO_MANY_CONNECTIONS`) and is closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request head, from when the
+    /// connection is ready for one: slow (slow loris) and idle keep-alive
+    /// clients are closed after it.
+    pub header_read_timeout: DurationText,
+    /// The largest request head (request line and headers), in bytes: 431
+    /// past it.
+    pub max_header_bytes: usize,
     /// A PEM file of CA certificates trusted for `https` (JWKS, PagerDuty)
     /// in addition to the platform's roots (a private security service's
     /// CA). `SSL_CERT_FILE` would replace the platform's roots instead.
@@ -205,6 +218,17 @@ pub struct ServerConfig {
     /// rightmost address they forwarded that is not itself a trusted
     /// proxy. Anyone else's `X-Forwarded-For` is replaced, not appended to.
     pub trusted_proxies: Vec<ProxyNet>,
+}
+
+impl ServerConfig {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> service_kit::Limits {
+        service_kit::Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout.0,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
 }
 
 /// A trusted proxy: one address or a network in CIDR notation.
@@ -240,6 +264,10 @@ impl Default for ServerConfig {
             upstream_connect_timeout: DurationText(Duration::from_secs(2)),
             trusted_proxies: Vec::new(),
             extra_ca_file: None,
+            upstream_max_idle: 128,
+            max_connections: 10_000,
+            header_read_timeout: DurationText(Duration::from_secs(20)),
+            max_header_bytes: 16 * 1024,
         }
     }
 }
@@ -506,6 +534,9 @@ impl Config {
                 "auth.refresh_interval",
                 "must be shorter than auth.max_age, or keys go stale between refreshes",
             ));
+        }
+        if let Err(error) = self.server.limits().check() {
+            return Err(ConfigError::invalid("server", error.to_string()));
         }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::invalid(

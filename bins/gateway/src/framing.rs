@@ -31,6 +31,9 @@ use tokio::{
 /// refuses it).
 const MAX_HEAD: usize = 64 * 1024;
 
+/// The largest released-bytes buffer kept between reads.
+const KEEP_CAPACITY: usize = 1024;
+
 /// The byte written over the request line of a refused head.
 const POISON: u8 = 0x01;
 
@@ -279,7 +282,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
                 out.put_slice(&this.pending[this.offset..this.offset + n]);
                 this.offset += n;
                 if this.offset == this.pending.len() {
-                    this.pending.clear();
+                    // A large buffer is given back: an idle keep-alive
+                    // connection should not keep a body's worth of it.
+                    if this.pending.capacity() > KEEP_CAPACITY {
+                        this.pending = Vec::new();
+                    } else {
+                        this.pending.clear();
+                    }
                     this.offset = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -349,14 +358,14 @@ impl GuardedListener {
 
 impl axum::serve::Listener for GuardedListener {
     type Io = FramingGuard<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = ClientAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.inner.accept().await {
                 Ok((stream, address)) => {
                     let _ = stream.set_nodelay(true);
-                    return (FramingGuard::new(stream), address);
+                    return (FramingGuard::new(stream), ClientAddr(address));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: wait, retry.
@@ -368,21 +377,13 @@ impl axum::serve::Listener for GuardedListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        self.inner.local_addr().map(ClientAddr)
     }
 }
 
 /// The client's address, as `ConnectInfo<ClientAddr>` on every request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuardedListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -123,6 +123,7 @@ impl Application {
         let client = proxy::client(
             config.server.upstream_idle_timeout.0,
             config.server.upstream_connect_timeout.0,
+            config.server.upstream_max_idle,
         );
         let config_pre_auth = config.pre_auth_limit.into();
         let gateway = Arc::new(Gateway {
@@ -180,37 +181,23 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.address, "gateway listening");
         let drain = self.gateway.config.server.drain_timeout.0;
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let gateway = Arc::clone(&self.gateway);
         let signal = async move {
             shutdown.await;
             gateway.start_shutdown();
             tracing::info!("shutting down: draining requests in flight");
-            let _ = stopping.send(());
         };
-        let serve = axum::serve(
+        service_kit::serve(
             GuardedListener::new(self.listener),
-            self.router
-                .into_make_service_with_connect_info::<crate::framing::ClientAddr>(),
+            self.router,
+            self.gateway.config.server.limits(),
+            signal,
+            drain,
         )
-        .with_graceful_shutdown(signal);
-        let deadline = async move {
-            if stopped.await.is_ok() {
-                tokio::time::sleep(drain).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let outcome = tokio::select! {
-            served = serve => served,
-            () = deadline => {
-                tracing::warn!(?drain, "drain deadline passed: closing the connections left");
-                Ok(())
-            }
-        };
+        .await;
         self.refresher.abort();
         self.replayer.abort();
-        outcome
+        Ok(())
     }
 }
 

@@ -49,7 +49,15 @@
 //! `DB_PRIMARY`, `DB_REPLICAS`, `DB_NAME`, `DATABASE_URL` (fallback),
 //! `VAULT_DB_ROLE`, `VAULT_DB_MOUNT`, `TRANSIT_MOUNT`, `TRANSIT_KEY`,
 //! `IDEMPOTENCY_HMAC_KEY`, `VAULT_STARTUP_TIMEOUT_SECS`, `DB_MAX_CONNECTIONS`, `REQUEST_TIMEOUT_SECS`,
+//! `MAX_CONNECTIONS`, `HEADER_READ_TIMEOUT_SECS`, `DRAIN_TIMEOUT_SECS`,
 //! `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `HOST`).
+//!
+//! The listener is `service_kit::serve`: at most `MAX_CONNECTIONS` (4096)
+//! client connections (past it, a 503 `TOO_MANY_CONNECTIONS` and a close),
+//! a client that takes longer than `HEADER_READ_TIMEOUT_SECS` (120; above
+//! the gateway's 90 s upstream idle timeout, so the gateway closes its
+//! pooled connections first) to send a request head is closed, slow or
+//! idle, and SIGTERM drains requests for at most `DRAIN_TIMEOUT_SECS` (20).
 //! `store-service migrate` applies `migrations/` with
 //! `MIGRATION_DATABASE_URL` (the schema owner); the runtime user from Vault
 //! has DML rights only.

@@ -145,6 +145,22 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15)]
     pub request_timeout_secs: u64,
 
+    /// Connections served at once; past it a new one gets a 503 and is
+    /// closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Seconds a client may take to send a request head, from when the
+    /// connection is ready for one: slow and idle (keep-alive) clients are
+    /// closed after it. Keep it above the gateway's `upstream_idle_timeout`
+    /// (90 s), so that the gateway closes its pooled connections first.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 120)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds the requests in flight may run after SIGTERM.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    pub drain_timeout_secs: u64,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -182,6 +198,9 @@ impl Settings {
             vault_startup_timeout_secs: 30,
             db_max_connections: 16,
             request_timeout_secs: 15,
+            max_connections: 4096,
+            header_read_timeout_secs: 120,
+            drain_timeout_secs: 20,
             log_format: "json".into(),
             otlp_endpoint: None,
         }
@@ -203,6 +222,15 @@ impl Settings {
     /// The per-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// The server's connection limits.
+    pub fn limits(&self) -> service_kit::Limits {
+        service_kit::Limits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            ..service_kit::Limits::default()
+        }
     }
 }
 

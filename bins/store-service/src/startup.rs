@@ -58,6 +58,10 @@ pub struct Application {
     router: Router,
     /// The shared state (tests inspect it).
     state: AppState,
+    /// The server's connection limits.
+    limits: service_kit::Limits,
+    /// How long requests in flight may run after shutdown starts.
+    drain: std::time::Duration,
 }
 
 impl Application {
@@ -103,6 +107,8 @@ impl Application {
             address,
             router,
             state,
+            limits: settings.limits(),
+            drain: std::time::Duration::from_secs(settings.drain_timeout_secs),
         })
     }
 
@@ -129,9 +135,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.address, "store-service listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        service_kit::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            shutdown,
+            self.drain,
+        )
+        .await;
+        Ok(())
     }
 }
 

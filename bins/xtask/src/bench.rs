@@ -13,7 +13,8 @@ use crate::{tools, workspace_root};
 /// `cargo xtask bench api`: not a bench target but an xtask command
 /// (`bench_api.rs`), since it needs the whole stack.
 const API: &str = "store-service under load vs pgbench on the same SQL \
-                   [--connections 32] [--duration 10s] [--rows 1000] [--big-rows 1000000] [--no-build]";
+                   [--connections 32] [--duration 10s] [--rows 1000] [--big-rows 1000000] [--no-build]; \
+                   --connections 64,1024,4000: the concurrency sweep of store-service and nginx";
 
 /// name → (package, bench target, what it measures).
 const BENCHES: &[(&str, &str, &str, &str)] = &[
@@ -38,11 +39,27 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
 ];
 
 /// `cargo xtask bench gateway`: an xtask command too (`bench_gateway.rs`).
-const GATEWAY: &str = "GET by id: direct vs gateway vs nginx [--connections 64] [--duration 10s] [--rows 1000] [--no-build]";
+const GATEWAY: &str = "GET by id: direct vs gateway vs nginx [--connections 64[,1024,4000]: a concurrency sweep] [--duration 10s] [--rows 1000] [--no-build]";
+
+/// Whether `--connections` lists several levels (`64,1024,4000`).
+fn is_sweep(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|pair| pair[0] == "--connections" && pair[1].contains(','))
+}
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("gateway") {
         let options = crate::bench_gateway::GatewayOptions::parse(&args[1..])?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        return runtime.block_on(crate::bench_gateway::run(options));
+    }
+    if args.first().map(String::as_str) == Some("api") && is_sweep(&args[1..]) {
+        // Several levels: the concurrency sweep of the store service (and
+        // nginx in front of it), as `bench gateway` runs it.
+        let options = crate::bench_gateway::GatewayOptions::service_sweep(&args[1..])?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

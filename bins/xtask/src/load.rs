@@ -45,7 +45,7 @@ pub(crate) trait Workload: Send + 'static {
 }
 
 /// The figures of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Report {
     /// Successful requests.
     pub(crate) ok: u64,
