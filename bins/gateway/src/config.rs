@@ -199,6 +199,10 @@ pub struct ServerConfig {
     /// Idle upstream connections kept per upstream (a burst opens more;
     /// they are closed once it has passed).
     pub upstream_max_idle: usize,
+    /// Requests in flight to one upstream at most, so at most this many
+    /// upstream connections; others wait for a slot within the route's
+    /// timeout (then: 504, or degraded mode's answer).
+    pub upstream_max_in_flight: usize,
     /// Client connections served at once; past it a new one gets a 503
     /// (`TOO_MANY_CONNECTIONS`) and is closed.
     pub max_connections: usize,
@@ -265,6 +269,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             extra_ca_file: None,
             upstream_max_idle: 128,
+            upstream_max_in_flight: 256,
             max_connections: 10_000,
             header_read_timeout: DurationText(Duration::from_secs(20)),
             max_header_bytes: 16 * 1024,
@@ -533,6 +538,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "auth.refresh_interval",
                 "must be shorter than auth.max_age, or keys go stale between refreshes",
+            ));
+        }
+        if self.server.upstream_max_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                "server.upstream_max_in_flight",
+                "must be more than 0",
             ));
         }
         if let Err(error) = self.server.limits().check() {

@@ -213,6 +213,16 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
             }
         }
     };
+    // One of the route's upstream slots, within the route's timeout (the
+    // same deadline covers the exchange): past `upstream_max_in_flight`,
+    // requests wait here instead of each opening an upstream connection.
+    let deadline = tokio::time::Instant::now() + route.timeout;
+    let Ok(Ok(_slot)) =
+        tokio::time::timeout_at(deadline, Arc::clone(&route.slots).acquire_owned()).await
+    else {
+        // Nothing was sent: not the upstream's failure.
+        return down(Down::Timeout, RETRY_AFTER_FAILURE).await;
+    };
     let permit = match route.breaker.try_acquire_owned() {
         Ok(permit) => permit,
         Err(rejected) => {
@@ -241,8 +251,7 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
     upstream_parts.uri = uri;
     upstream_parts.version = axum::http::Version::HTTP_11;
     let upstream_request = Request::from_parts(upstream_parts, body);
-    let answer =
-        tokio::time::timeout(route.timeout, gateway.client.request(upstream_request)).await;
+    let answer = tokio::time::timeout_at(deadline, gateway.client.request(upstream_request)).await;
     match answer {
         Ok(Ok(response)) if response.status().is_server_error() => {
             permit.record(Outcome::Failure);

@@ -50,6 +50,9 @@ pub struct Route {
     pub bucket: Bucket,
     /// The `RateLimit-Policy` field of the route (computed once).
     pub policy_field: Option<HeaderValue>,
+    /// Requests in flight to the upstream at most (each holds one upstream
+    /// connection): the others wait for a slot, within the route timeout.
+    pub slots: Arc<tokio::sync::Semaphore>,
     /// Metric handles by method and status (looked up once each).
     metrics: crate::metrics::RouteMetrics,
 }
@@ -59,6 +62,7 @@ impl Route {
     pub fn new(
         config: &RouteConfig,
         default_rate: crate::config::RateLimitConfig,
+        max_in_flight: usize,
     ) -> Result<Self, ConfigError> {
         let uri: Uri = config.upstream.parse().map_err(|e| ConfigError::Invalid {
             key: format!("routes.{}.upstream", config.name()),
@@ -95,6 +99,7 @@ impl Route {
             breaker: Breaker::new(&name, config.breaker.clone()),
             bucket,
             policy_field,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
             metrics: crate::metrics::RouteMetrics::default(),
             prefix: config.prefix.clone(),
             name,
@@ -145,7 +150,9 @@ impl Routes {
         let mut routes = config
             .routes
             .iter()
-            .map(|r| Route::new(r, config.rate_limit).map(Arc::new))
+            .map(|r| {
+                Route::new(r, config.rate_limit, config.server.upstream_max_in_flight).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self(Arc::new(routes)))

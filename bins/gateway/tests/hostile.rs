@@ -373,3 +373,56 @@ async fn one_subject_cannot_fill_the_queue_and_finished_writes_are_purged() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_to_an_upstream_are_bounded() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let security = Security::start().await;
+    // A slow upstream that records how many requests it holds at once.
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let app = {
+        let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+        axum::Router::new().fallback(move || {
+            let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+            async move {
+                let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(held, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                axum::Json(json!({"ok": true}))
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = RunningGateway::start(&config(
+        &security,
+        upstream,
+        "upstream_max_in_flight = 2",
+        "",
+    ))
+    .await;
+    let token = security.token("stores:read").await;
+    let requests: Vec<_> = (0..8)
+        .map(|i| {
+            let request = http()
+                .get(gw.url(&format!("/api/echo/{i}")))
+                .bearer_auth(&token)
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    for request in requests {
+        let answer = request.await.unwrap().unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "the upstream held more requests at once than upstream_max_in_flight"
+    );
+}
