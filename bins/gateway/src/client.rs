@@ -8,14 +8,37 @@
 //! proxy appends to `X-Forwarded-For` (a trusted proxy's chain) or
 //! replaces it (anyone else's is a claim, not a fact).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, str::FromStr};
 
 use axum::http::{HeaderMap, HeaderName};
-
-use crate::config::ProxyNet;
+use serde::{Deserialize, Deserializer};
 
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// A trusted proxy: one address or a network in CIDR notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|net| Self(net.trunc()))
+            .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// The most `X-Forwarded-For` entries looked at, from the right.
 const MAX_HOPS: usize = 16;

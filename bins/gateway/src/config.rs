@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
 use breaker::{Policy, Preset};
 use serde::{Deserialize, Deserializer};
 
+pub use crate::client::ProxyNet;
 use crate::settings::Secret;
 
 /// Why the configuration was refused.
@@ -232,30 +233,6 @@ impl ServerConfig {
             header_read_timeout: self.header_read_timeout.0,
             max_header_bytes: self.max_header_bytes,
         }
-    }
-}
-
-/// A trusted proxy: one address or a network in CIDR notation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProxyNet(pub ipnet::IpNet);
-
-impl FromStr for ProxyNet {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        text.parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map(|net| Self(net.trunc()))
-            .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
-    }
-}
-
-impl<'de> Deserialize<'de> for ProxyNet {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -22,15 +22,6 @@ const CLIENTS: usize = 2_000;
 /// (and this test's client sockets') resident memory.
 const BOUND_KIB: u64 = 40 * 1024;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_clients_are_bounded_and_closed() {
     let (store, security) = tokio::join!(Store::start(), Security::start());

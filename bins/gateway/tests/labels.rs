@@ -7,16 +7,6 @@ mod common;
 
 use common::*;
 
-/// This process's resident memory, in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// `count` requests with invented methods and paths, numbered from
 /// `first`, over four keep-alive connections.
 async fn invent(gw: &RunningGateway, first: usize, count: usize) {

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use testkit::{OpenBao, PgCluster};
+use testkit::PgCluster;
 use tokio::time::Instant;
 
 /// The progress file `up` writes and `failover` reads.
@@ -33,7 +33,7 @@ const FAILED: &str = "failed";
 /// `cargo xtask failover`: asks the `up` running from `dir` to fail over,
 /// and prints its steps until it is done.
 pub(crate) async fn request(dir: &Path) -> anyhow::Result<()> {
-    let pid = crate::stack::running_pid(&dir.join(crate::stack::PID_FILE))
+    let pid = crate::files::running_pid(&dir.join(crate::files::PID_FILE))
         .with_context(|| format!("no stack running from {} (`cargo xtask up`)", dir.display()))?;
     let log = dir.join(LOG_FILE);
     let _ = std::fs::remove_file(&log);
@@ -78,13 +78,14 @@ impl Steps {
     }
 }
 
-/// Runs the failover in the `up` process (on SIGUSR1): `store_service` is
+/// Runs the failover in the `up` process (on SIGUSR1): `repoint` points
+/// OpenBao at the new primary (run after the promotion), `store_service` is
 /// the port of a running store service, if any. Every step is reported;
 /// an error ends it with a `failed` line and leaves the stack running.
 pub(crate) async fn run(
     dir: &Path,
     pg: &PgCluster,
-    bao: &OpenBao,
+    repoint: impl Future<Output = anyhow::Result<()>>,
     store_service: Option<u16>,
 ) -> anyhow::Result<()> {
     let file = std::fs::File::create(dir.join(LOG_FILE)).context("creating the failover log")?;
@@ -92,7 +93,7 @@ pub(crate) async fn run(
         file,
         started: Instant::now(),
     };
-    match playbook(&mut steps, pg, bao, store_service).await {
+    match playbook(&mut steps, pg, repoint, store_service).await {
         Ok(line) => {
             steps.say(&format!(
                 "{DONE} in {} ms: {line}",
@@ -110,7 +111,7 @@ pub(crate) async fn run(
 async fn playbook(
     steps: &mut Steps,
     pg: &PgCluster,
-    bao: &OpenBao,
+    repoint: impl Future<Output = anyhow::Result<()>>,
     store_service: Option<u16>,
 ) -> anyhow::Result<String> {
     let step = Instant::now();
@@ -123,7 +124,7 @@ async fn playbook(
         step.elapsed().as_millis()
     ));
     let step = Instant::now();
-    crate::stack::point_bao_at_primary(pg, bao)
+    repoint
         .await
         .with_context(|| format!("pointing OpenBao at {new}"))?;
     steps.say(&format!(

@@ -17,6 +17,7 @@ mod bench;
 mod bench_api;
 mod bench_gateway;
 mod failover;
+mod files;
 mod load;
 mod stack;
 mod status;

@@ -18,6 +18,7 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::{DatabaseEngine, OpenBao, PgCluster};
 
+use crate::files::{ENV_FILE, PID_FILE, running_pid};
 use crate::{tools, workspace_root};
 
 /// The services `up` starts when their crate exists in `bins/`, with the
@@ -29,12 +30,10 @@ const BAO_PORT: u16 = 8200;
 pub(crate) const DATABASE: &str = "stores";
 const TRANSIT_KEY: &str = "store-secrets";
 pub(crate) const APP: &str = "store-service";
-pub(crate) const PID_FILE: &str = "up.pid";
 /// The gateway's configuration file in the stack folder.
 pub(crate) const GATEWAY_CONFIG: &str = "gateway.toml";
 /// OpenBao's address and token issuer, for `cargo xtask token`.
 const OIDC_FILE: &str = "oidc.json";
-const ENV_FILE: &str = "env.sh";
 
 /// The Vault policy of the services: their own KV secrets, their Transit
 /// key (encrypt, decrypt, rewrap and the HMAC that derives the
@@ -230,7 +229,10 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
             .then_some(3000);
         let (pg, bao, ports) = (&pg, &bao, &ports);
         async move {
-            if crate::failover::run(dir, pg, bao, store).await.is_ok() {
+            if crate::failover::run(dir, pg, point_bao_at_primary(pg, bao), store)
+                .await
+                .is_ok()
+            {
                 write_env_file(dir, pg, bao)?;
                 crate::status::write_topology(dir, pg, bao.addr(), ports)?;
             }
@@ -264,19 +266,6 @@ fn claim(dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("writing {}", pid_file.display()))
-}
-
-/// The pid in `pid_file`, if that process is alive (a zombie, exited but
-/// not yet reaped by its parent, counts as gone).
-pub(crate) fn running_pid(pid_file: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
-    (state != "Z" && state != "X").then_some(pid)
 }
 
 pub(crate) async fn configure_bao(
@@ -602,18 +591,6 @@ fn walkthrough(port: u16) -> String {
   curl -s http://127.0.0.1:PORT/metrics | grep http_requests_total
   curl -s http://127.0.0.1:PORT/openapi.json | head -c 300"#;
     TEXT.replace("PORT", &port.to_string())
-}
-
-/// The value of `export NAME=...` in `.stack/env.sh`.
-pub(crate) fn env_value(dir: &Path, name: &str) -> anyhow::Result<String> {
-    let path = dir.join(ENV_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .flat_map(|l| l.trim_start_matches("export ").split(' '))
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .map(|v| v.trim_matches('\'').to_owned())
-        .with_context(|| format!("no {name} in {}", path.display()))
 }
 
 /// `.stack/env.sh` (mode 0600): `source` it for psql and bao; it names the

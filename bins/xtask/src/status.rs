@@ -48,7 +48,7 @@ pub(crate) async fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             .with_context(|| format!("reading {} (has `cargo xtask up` run?)", path.display()))?,
     )
     .with_context(|| format!("parsing {}", path.display()))?;
-    let password = crate::stack::env_value(dir, "PGPASSWORD")?;
+    let password = crate::files::env_value(dir, "PGPASSWORD")?;
     let mut nodes = Vec::new();
     for node in topology["postgres"].as_array().into_iter().flatten() {
         let name = node["node"].as_str().unwrap_or("?").to_owned();
