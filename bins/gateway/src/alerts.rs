@@ -155,6 +155,11 @@ impl Alerts {
     }
 }
 
+/// PagerDuty's retries: 200 ms doubling (200, 400, 800, 1,600 ms between
+/// the 5 attempts), breaker's back-off, no jitter.
+const PAGERDUTY_BACKOFF: breaker::ExponentialBackoff =
+    breaker::ExponentialBackoff::new(Duration::from_millis(200), Duration::from_secs(30));
+
 /// Sends queued events in order, each retried up to 5 times.
 async fn send_events(
     pagerduty: PagerDuty,
@@ -163,7 +168,6 @@ async fn send_events(
 ) {
     while let Some(mut event) = receiver.recv().await {
         event["routing_key"] = json!(pagerduty.routing_key.expose());
-        let mut delay = Duration::from_millis(200);
         for attempt in 1..=5 {
             let sent = http
                 .post(&pagerduty.url)
@@ -184,8 +188,7 @@ async fn send_events(
                     tracing::warn!(error = %error.without_url(), attempt, "PagerDuty unreachable")
                 }
             }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
+            tokio::time::sleep(PAGERDUTY_BACKOFF.delay(attempt - 1)).await;
         }
     }
 }
@@ -218,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn raised_once_until_resolved() {
-        crate::startup::rustls_provider();
+        crate::tls::rustls_provider();
         let alerts = Alerts::new(None, reqwest::Client::new());
         let alert = Alert::SecurityFailClosed;
         assert!(alerts.raise(&alert));

@@ -2,10 +2,13 @@
 //! limits and alerts. Every key is checked at start; an error names the
 //! bad key (`routes[0].upstream: ...`).
 
-use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
+/// A duration written as text: `250ms`, `10s`, `1.5m`, `2h` (or a bare
+/// number of seconds); breaker's, shared with its policy files.
+pub use breaker::DurationText;
 use breaker::{Policy, Preset};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub use crate::client::ProxyNet;
 use crate::settings::Secret;
@@ -47,51 +50,6 @@ impl ConfigError {
         Self::Invalid {
             key: key.into(),
             message: message.into(),
-        }
-    }
-}
-
-/// A duration written as text: `250ms`, `10s`, `1.5m`, `2h` (or a bare
-/// number of seconds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DurationText(pub Duration);
-
-impl FromStr for DurationText {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration (e.g. `250ms`, `10s`, `2m`)"))?;
-        let seconds = match unit.trim() {
-            "ms" => value / 1000.0,
-            "" | "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            other => return Err(format!("unknown duration unit `{other}` (ms, s, m, h)")),
-        };
-        Duration::try_from_secs_f64(seconds)
-            .map(DurationText)
-            .map_err(|_| format!("`{text}` is out of range"))
-    }
-}
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(s) => Ok(Self(Duration::from_secs(s))),
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -282,6 +240,22 @@ pub struct AuthConfig {
     /// The security breaker (default: the `security-service` preset).
     #[serde(default = "defaults::security_breaker")]
     pub breaker: Policy,
+}
+
+impl AuthConfig {
+    /// The verification crate's configuration: the same names, values and
+    /// defaults; the breaker is named `security`.
+    pub fn verify_config(&self) -> jwt_verify::Config {
+        let mut config = jwt_verify::Config::new(&self.jwks_url, &self.issuer, &self.audiences);
+        config.max_age = self.max_age.0;
+        config.refresh_interval = self.refresh_interval.0;
+        config.unknown_kid_interval = self.unknown_kid_interval.0;
+        config.fetch_timeout = self.fetch_timeout.0;
+        config.leeway = self.leeway.0;
+        config.breaker_name = "security".into();
+        config.breaker = self.breaker.clone();
+        config
+    }
 }
 
 /// `[rate_limit]` (also per route).
@@ -517,6 +491,16 @@ impl Config {
                 "must be shorter than auth.max_age, or keys go stale between refreshes",
             ));
         }
+        // The security breaker's preset decides what an unreachable security
+        // service means, as a route's does. Authentication has no stale copy
+        // or queue to fall back on: only `deny` (fail closed) is accepted.
+        if auth.breaker.on_open() != breaker::OpenAction::Deny {
+            return Err(ConfigError::invalid(
+                "auth.breaker",
+                "must deny when open (on_open = \"deny\", as the security-service preset does): \
+                 the gateway fails closed without the security service's keys",
+            ));
+        }
         if self.server.upstream_max_in_flight == 0 {
             return Err(ConfigError::invalid(
                 "server.upstream_max_in_flight",
@@ -577,7 +561,7 @@ impl Config {
             if !prefix.starts_with('/')
                 || prefix.len() < 2
                 || prefix.ends_with('/')
-                || crate::routing::check_path(prefix).is_err()
+                || crate::path::check_path(prefix).is_err()
             {
                 return Err(ConfigError::invalid(
                     key("prefix"),
@@ -713,12 +697,6 @@ fn check_rate(key: &str, rate: &RateLimitConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl fmt::Display for DurationText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,6 +765,10 @@ mod tests {
                 ),
                 "nope",
             ),
+            (
+                format!("{MINIMAL}\nbreaker = {{ preset = \"store-service\" }}"),
+                "auth.breaker",
+            ),
         ];
         for (text, key) in cases {
             let error = Config::parse(&text).expect_err(key).to_string();
@@ -810,21 +792,23 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        for (text, expected) in [
-            ("250ms", 250),
-            ("10s", 10_000),
-            ("1.5m", 90_000),
-            ("2h", 7_200_000),
+    fn durations_in_the_file_read_as_before() {
+        let leeway = |value: &str| {
+            Config::parse(&format!("{MINIMAL}\nleeway = {value}")).map(|c| c.auth.leeway.0)
+        };
+        for (value, expected) in [
+            ("\"250ms\"", 250),
+            ("\"10s\"", 10_000),
+            ("\"1.5m\"", 90_000),
+            ("\"2h\"", 7_200_000),
+            ("\"3\"", 3000),
             ("3", 3000),
         ] {
-            assert_eq!(
-                text.parse::<DurationText>().unwrap().0.as_millis(),
-                expected,
-                "{text}"
-            );
+            let read = leeway(value).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(read.as_millis(), expected, "{value}");
         }
-        assert!("5 parsecs".parse::<DurationText>().is_err());
-        assert!("-1s".parse::<DurationText>().is_err());
+        for value in ["\"5 parsecs\"", "\"-1s\"", "-1", "1.5"] {
+            assert!(leeway(value).is_err(), "{value}");
+        }
     }
 }

@@ -39,12 +39,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
-    auth::Principal,
     config::{DegradedConfig, QueueKeySource},
+    principal::Principal,
     problem::{Code, GatewayError},
-    queue::{NewWrite, Payload, QueueError, QueueLimits, Sealer, WriteQueue},
-    replay::blocking,
-    routing::Route,
+    queue::{NewWrite, Payload, QueueError, QueueLimits, Sealer, WriteQueue, WriteTarget},
+    routes::Route,
     settings::Secret,
     stale::{StaleCache, StaleLimits, mark_stale},
 };
@@ -61,7 +60,7 @@ pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-ke
 #[derive(Debug)]
 pub struct Degraded {
     /// The durable write queue.
-    pub queue: Arc<WriteQueue>,
+    pub queue: WriteQueue,
     /// The last good reads.
     pub stale: StaleCache,
     /// Wakes the replay loop (a write was queued).
@@ -72,7 +71,7 @@ impl Degraded {
     /// Opens the queue at `config.queue_path` with `key` (base64 of 32
     /// bytes), or the key file beside the queue when
     /// `config.queue_key_source` allows it.
-    pub fn open(config: &DegradedConfig, key: Option<&Secret>) -> anyhow::Result<Self> {
+    pub async fn open(config: &DegradedConfig, key: Option<&Secret>) -> anyhow::Result<Self> {
         if key.is_none() && config.queue_key_source == QueueKeySource::Env {
             anyhow::bail!(
                 "degraded.queue_key_source is \"env\" but GATEWAY_QUEUE_KEY is not set (base64 of 32 bytes, from a secret store)"
@@ -86,10 +85,11 @@ impl Degraded {
             max_age: config.queue_max_age.0,
             retention: config.queue_retention.0,
         };
-        let queue = WriteQueue::open(&config.queue_path, limits, sealer)
+        let queue = WriteQueue::open_redb(&config.queue_path, limits, sealer)
+            .await
             .with_context(|| format!("opening the write queue {}", config.queue_path.display()))?;
         Ok(Self {
-            queue: Arc::new(queue),
+            queue,
             stale: StaleCache::new(StaleLimits {
                 max_entries: config.stale_max_entries,
                 max_bytes: config.stale_max_bytes,
@@ -280,30 +280,29 @@ pub async fn queue_write(degraded: &Degraded, write: Write<'_>, retry_after: Dur
         .collect();
     let new = NewWrite {
         id,
-        principal: principal.sub.to_string(),
-        route: write.route.name.clone(),
-        method: write.method.to_owned(),
-        path_and_query: write.path_and_query.to_owned(),
-        idempotency_key: write.idempotency_key.to_owned(),
+        subject: principal.sub.to_string(),
+        meta: WriteTarget {
+            route: write.route.name.clone(),
+            method: write.method.to_owned(),
+            path_and_query: write.path_and_query.to_owned(),
+            idempotency_key: write.idempotency_key.to_owned(),
+        },
         payload: Payload {
             headers,
             body: write.body.to_vec(),
         },
     };
-    let stored = blocking(&degraded.queue, move |q| {
-        match q.enqueue(new.clone(), SystemTime::now()) {
-            // A client's request id that is already queued: a new id.
-            Err(QueueError::Duplicate(_)) => q.enqueue(
-                NewWrite {
-                    id: Uuid::now_v7(),
-                    ..new
-                },
-                SystemTime::now(),
-            ),
-            other => other,
+    let stored = match degraded.queue.enqueue(new.clone(), SystemTime::now()).await {
+        // A client's request id that is already queued: a new id.
+        Err(QueueError::Duplicate(_)) => {
+            let new = NewWrite {
+                id: Uuid::now_v7(),
+                ..new
+            };
+            degraded.queue.enqueue(new, SystemTime::now()).await
         }
-    })
-    .await;
+        other => other,
+    };
     let record = match stored {
         Ok(record) => record,
         Err(QueueError::SubjectFull { entries }) => {
@@ -313,6 +312,13 @@ pub async fn queue_write(degraded: &Degraded, write: Write<'_>, retry_after: Dur
                 "a subject's queued writes are at their bound: answered 429"
             );
             return GatewayError::new(Code::TooManyQueuedWrites)
+                .retry_after(retry_after)
+                .into_response();
+        }
+        Err(error) if error.is_unavailable() => {
+            metrics::counter!("gateway_queue_unavailable_total").increment(1);
+            tracing::error!(%error, "the write queue could not make a write durable: answered 503");
+            return GatewayError::new(Code::WriteQueueUnavailable)
                 .retry_after(retry_after)
                 .into_response();
         }
@@ -361,15 +367,15 @@ mod tests {
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
     }
 
-    #[test]
-    fn with_the_env_key_source_no_key_means_no_start_and_no_key_file() {
+    #[tokio::test]
+    async fn with_the_env_key_source_no_key_means_no_start_and_no_key_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = DegradedConfig {
             queue_path: dir.path().join("q.redb"),
             queue_key_source: QueueKeySource::Env,
             ..DegradedConfig::default()
         };
-        let error = Degraded::open(&config, None).unwrap_err();
+        let error = Degraded::open(&config, None).await.unwrap_err();
         assert!(
             format!("{error:#}").contains("GATEWAY_QUEUE_KEY"),
             "{error:#}"
@@ -377,7 +383,7 @@ mod tests {
         assert!(!dir.path().join("q.redb.key").exists());
         assert!(!dir.path().join("q.redb").exists());
         let key = Secret::new(STANDARD.encode([9_u8; 32]));
-        Degraded::open(&config, Some(&key)).unwrap();
+        Degraded::open(&config, Some(&key)).await.unwrap();
         assert!(
             !dir.path().join("q.redb.key").exists(),
             "no key file beside the queue"

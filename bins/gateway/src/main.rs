@@ -2,13 +2,15 @@
 //! (`gateway --help` lists every variable).
 
 use clap::Parser;
-use gateway::{Application, Cli, telemetry};
+use gateway::{Application, Cli};
+use service_kit::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     gateway::startup::rustls_provider();
     let cli = Cli::parse();
     let _telemetry = telemetry::init(
+        "gateway",
         &cli.settings.log_format,
         cli.settings.otlp_endpoint.as_deref(),
     );

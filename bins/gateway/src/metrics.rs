@@ -14,52 +14,35 @@
 //! | `gateway_upstream_circuit_state` | `upstream` | each route's breaker, as above |
 //! | `gateway_stale_responses_total` | `reason` | stale copies served (`circuit_open`, `service_unavailable`, `timeout`) |
 //! | `gateway_queued_writes_total` / `gateway_queue_refused_total` | `route` / | writes queued / refused with 503 |
-//! | `gateway_queue_depth`, `gateway_queue_bytes`, `gateway_queue_oldest_age_seconds` | | the write queue |
+//! | `gateway_queue_unavailable_total` | | writes refused with 503 `WRITE_QUEUE_UNAVAILABLE` |
+//! | `gateway_queue_depth`, `gateway_queue_bytes`, `gateway_queue_oldest_age_seconds` | | the write queue (fleet-wide with JetStream) |
 //! | `gateway_replays_total` | `outcome` | replay attempts: `completed`, `retried`, `expired`, `failed` |
 //! | `breaker_*` | `breaker` | the `breaker` crate's figures for every breaker |
 //!
 //! Every label value comes from a closed set, never from the request as
-//! sent: `method` is one of [`METHODS`] or `OTHER`; `route` is a
+//! sent: `method` is one of `service_kit::prometheus::KNOWN_METHODS` or
+//! `OTHER` ([`method_label`]); `route` is a
 //! configured route's name, `health`/`ready`/`metrics`/`requests` for the
 //! gateway's own endpoints, or `unmatched`; `status` is the answer's code.
 //! A client inventing methods and paths adds no series.
 
-use std::{
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderValue, Method, header},
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use metrics::{Counter, Histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::prometheus::method_label;
 
-use crate::{routing::RouteLabel, state::Gateway};
+use crate::{queue::WriteQueue, routes::RouteLabel, state::Gateway};
 
 /// The buckets of every histogram (all are durations in seconds): 0.5 ms
 /// to 30 s.
 pub const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-
-/// The methods that are their own `method` label; any other is `OTHER`.
-pub const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
-];
-
-/// The `method` label of `method`: its name if it is one of [`METHODS`],
-/// else `OTHER`.
-pub fn method_label(method: &Method) -> &'static str {
-    METHODS
-        .iter()
-        .find(|known| **known == method.as_str())
-        .copied()
-        .unwrap_or("OTHER")
-}
 
 /// The `route` label of a request that no configured route answered.
 fn own_route(path: &str) -> &'static str {
@@ -72,90 +55,83 @@ fn own_route(path: &str) -> &'static str {
     }
 }
 
-/// The process-wide recorder's handle.
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the Prometheus recorder (once) and returns its handle.
+/// Installs the Prometheus recorder (once; `service_kit::prometheus`) with
+/// the gateway's buckets and descriptions, and returns its handle.
 pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            // Histograms with buckets (not the exporter's default summaries):
-            // buckets add up across pods, quantiles do not.
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new())
-                .build_recorder();
-            let handle = recorder.handle();
-            // A recorder installed by the embedding program wins.
-            let _ = metrics::set_global_recorder(recorder);
-            metrics::describe_counter!("gateway_requests_total", "Requests by route, method and status");
-            metrics::describe_histogram!("gateway_request_duration_seconds", "Request latency by route, method and status");
-            metrics::describe_counter!("gateway_auth_failures_total", "Requests refused by authentication, by reason");
-            metrics::describe_counter!("gateway_rate_limited_total", "Requests refused by the rate limit, by route");
-            metrics::describe_gauge!("gateway_security_breaker_state", "The security breaker: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed");
-            metrics::describe_gauge!("gateway_jwks_age_seconds", "Age of the cached signing keys (-1: none yet)");
-            metrics::describe_counter!("gateway_jwks_fetches_total", "Signing key fetches by outcome");
-            metrics::describe_gauge!("gateway_upstream_circuit_state", "Each upstream's breaker: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed");
-            metrics::describe_counter!("gateway_stale_responses_total", "Stale copies served while an upstream was down, by reason");
-            metrics::describe_counter!("gateway_queued_writes_total", "Writes queued while their upstream was down, by route");
-            metrics::describe_counter!("gateway_queue_refused_total", "Writes refused because the queue was full or failed (503)");
-            metrics::describe_gauge!("gateway_queue_depth", "Queued writes not finished yet");
-            metrics::describe_gauge!("gateway_queue_bytes", "Bytes of the queued writes not finished yet");
-            metrics::describe_gauge!("gateway_queue_oldest_age_seconds", "Age of the oldest unfinished queued write (0: none)");
-            metrics::describe_counter!("gateway_replays_total", "Replay attempts of queued writes, by outcome (completed, retried, expired, failed)");
-            breaker::describe_metrics();
-            // Present (at 0) from the start, so that rates and alerts see
-            // them before the first event.
-            for reason in ["circuit_open", "service_unavailable", "timeout"] {
-                metrics::counter!("gateway_stale_responses_total", "reason" => reason).increment(0);
-            }
-            for outcome in ["completed", "retried", "expired", "failed"] {
-                metrics::counter!("gateway_replays_total", "outcome" => outcome).increment(0);
-            }
-            metrics::counter!("gateway_queue_refused_total").increment(0);
-            handle
-        })
-        .clone()
-}
-
-/// A route's metric handles by method label and status, so the hot path
-/// does not rebuild and hash label sets for every request (bounded: ten
-/// method labels times the status codes).
-#[derive(Default)]
-pub struct RouteMetrics(std::sync::RwLock<HandlesByLabels>);
-
-/// Metric handles by (method label, status).
-type HandlesByLabels = std::collections::HashMap<(&'static str, u16), (Counter, Histogram)>;
-
-impl std::fmt::Debug for RouteMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RouteMetrics")
-    }
-}
-
-impl RouteMetrics {
-    /// Counts one request of route `route`.
-    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let key = (method_label(method), status);
-        let known = self.0.read().ok().and_then(|m| m.get(&key).cloned());
-        let (counter, histogram) = known.unwrap_or_else(|| {
-            let labels = [
-                ("route", route.to_owned()),
-                ("method", key.0.to_owned()),
-                ("status", status.to_string()),
-            ];
-            let handles = (
-                metrics::counter!("gateway_requests_total", &labels),
-                metrics::histogram!("gateway_request_duration_seconds", &labels),
-            );
-            if let Ok(mut map) = self.0.write() {
-                map.insert(key, handles.clone());
-            }
-            handles
-        });
-        counter.increment(1);
-        histogram.record(elapsed.as_secs_f64());
-    }
+    service_kit::prometheus::install(&LATENCY_BUCKETS, || {
+        metrics::describe_counter!(
+            "gateway_requests_total",
+            "Requests by route, method and status"
+        );
+        metrics::describe_histogram!(
+            "gateway_request_duration_seconds",
+            "Request latency by route, method and status"
+        );
+        metrics::describe_counter!(
+            "gateway_auth_failures_total",
+            "Requests refused by authentication, by reason"
+        );
+        metrics::describe_counter!(
+            "gateway_rate_limited_total",
+            "Requests refused by the rate limit, by route"
+        );
+        metrics::describe_gauge!(
+            "gateway_security_breaker_state",
+            "The security breaker: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed"
+        );
+        metrics::describe_gauge!(
+            "gateway_jwks_age_seconds",
+            "Age of the cached signing keys (-1: none yet)"
+        );
+        metrics::describe_counter!(
+            "gateway_jwks_fetches_total",
+            "Signing key fetches by outcome"
+        );
+        metrics::describe_gauge!(
+            "gateway_upstream_circuit_state",
+            "Each upstream's breaker: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed"
+        );
+        metrics::describe_counter!(
+            "gateway_stale_responses_total",
+            "Stale copies served while an upstream was down, by reason"
+        );
+        metrics::describe_counter!(
+            "gateway_queued_writes_total",
+            "Writes queued while their upstream was down, by route"
+        );
+        metrics::describe_counter!(
+            "gateway_queue_refused_total",
+            "Writes refused because the queue was full or failed (503)"
+        );
+        metrics::describe_counter!(
+            "gateway_queue_unavailable_total",
+            "Writes answered 503 WRITE_QUEUE_UNAVAILABLE: the queue could not make them durable"
+        );
+        metrics::describe_gauge!("gateway_queue_depth", "Queued writes not finished yet");
+        metrics::describe_gauge!(
+            "gateway_queue_bytes",
+            "Bytes of the queued writes not finished yet"
+        );
+        metrics::describe_gauge!(
+            "gateway_queue_oldest_age_seconds",
+            "Age of the oldest unfinished queued write (0: none)"
+        );
+        metrics::describe_counter!(
+            "gateway_replays_total",
+            "Replay attempts of queued writes, by outcome (completed, retried, expired, failed)"
+        );
+        breaker::describe_metrics();
+        // Present (at 0) from the start, so that rates and alerts see
+        // them before the first event.
+        for reason in ["circuit_open", "service_unavailable", "timeout"] {
+            metrics::counter!("gateway_stale_responses_total", "reason" => reason).increment(0);
+        }
+        for outcome in ["completed", "retried", "expired", "failed"] {
+            metrics::counter!("gateway_replays_total", "outcome" => outcome).increment(0);
+        }
+        metrics::counter!("gateway_queue_refused_total").increment(0);
+        metrics::counter!("gateway_queue_unavailable_total").increment(0);
+    })
 }
 
 /// The middleware: one count and one latency sample per request.
@@ -196,17 +172,12 @@ pub async fn render(State(gateway): State<std::sync::Arc<Gateway>>) -> Response 
     metrics::gauge!("gateway_security_breaker_state").set(state_number(keys.breaker().state()));
     metrics::gauge!("gateway_jwks_age_seconds")
         .set(keys.age().map_or(-1.0, |age| age.as_secs_f64()));
-    let mut response = gateway.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
+    service_kit::prometheus::render(&gateway.metrics)
 }
 
 /// Sets the queue's gauges: depth, bytes and the oldest write's age.
-pub async fn queue_gauges(queue: &std::sync::Arc<crate::queue::WriteQueue>) {
-    match crate::replay::blocking(queue, crate::queue::WriteQueue::stats).await {
+pub async fn queue_gauges(queue: &WriteQueue) {
+    match queue.stats().await {
         Ok(stats) => {
             metrics::gauge!("gateway_queue_depth").set(stats.depth as f64);
             metrics::gauge!("gateway_queue_bytes").set(stats.bytes as f64);

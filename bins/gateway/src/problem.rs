@@ -1,7 +1,8 @@
-//! Every error the gateway itself sends: an RFC 9457
-//! `application/problem+json` body with the same fields as the store
-//! service's (`type`, `title`, `status`, `detail`, `instance`, `error`,
-//! `message`, `requestId`). The request-id layer fills in the id and path.
+//! The gateway's catalogue of errors: every error the gateway itself sends
+//! is the platform's one RFC 9457 `application/problem+json` body
+//! (`store_domain::Problem`: `type`, `title`, `status`, `detail`,
+//! `instance`, `error`, `message`, `requestId`), rendered by
+//! `service_kit::problem`; the request-id layer fills in the id and path.
 
 use std::time::Duration;
 
@@ -9,13 +10,7 @@ use axum::{
     http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
-
-/// The media type of problem bodies.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
-
-/// Where the `type` URIs live (the same base as the store service's).
-pub const PROBLEM_TYPE_BASE: &str = "https://example.invalid/problems/";
+use store_domain::{PROBLEM_TYPE_BASE, Problem};
 
 /// The message of a fail-closed denial (part of the contract).
 pub const SECURITY_UNAVAILABLE_MESSAGE: &str =
@@ -52,6 +47,10 @@ pub enum Code {
     /// 503: the upstream is down and the write queue is full (or cannot
     /// take the write): nothing was accepted.
     WriteQueueFull,
+    /// 503: the upstream is down and the write queue could not make the
+    /// write durable (its storage failed, or the shared queue did not
+    /// confirm it in time): nothing was accepted.
+    WriteQueueUnavailable,
     /// 429: the upstream is down and this subject already has as many
     /// unfinished queued writes as one subject may: nothing was accepted.
     TooManyQueuedWrites,
@@ -74,6 +73,7 @@ impl Code {
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::WriteQueueFull => "WRITE_QUEUE_FULL",
+            Self::WriteQueueUnavailable => "WRITE_QUEUE_UNAVAILABLE",
             Self::TooManyQueuedWrites => "TOO_MANY_QUEUED_WRITES",
         }
     }
@@ -86,7 +86,8 @@ impl Code {
             Self::SecurityServiceUnavailable
             | Self::UpstreamUnavailable
             | Self::ServiceUnavailable
-            | Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::WriteQueueFull
+            | Self::WriteQueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited | Self::TooManyQueuedWrites => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -113,6 +114,7 @@ impl Code {
             Self::GatewayTimeout => "Gateway timeout",
             Self::ServiceUnavailable => "Service unavailable",
             Self::WriteQueueFull => "Write queue full",
+            Self::WriteQueueUnavailable => "Write queue unavailable",
             Self::TooManyQueuedWrites => "Too many queued writes",
         }
     }
@@ -135,6 +137,9 @@ impl Code {
             Self::WriteQueueFull => {
                 "The upstream service is unavailable and the gateway cannot queue more writes; nothing was accepted. Retry later."
             }
+            Self::WriteQueueUnavailable => {
+                "The upstream service is unavailable and the gateway could not store the write durably; nothing was accepted. Retry after the time in Retry-After."
+            }
             Self::TooManyQueuedWrites => {
                 "The upstream service is unavailable and you already have as many queued writes as one client may; nothing was accepted. Retry after the time in Retry-After."
             }
@@ -144,29 +149,6 @@ impl Code {
     fn kebab(self) -> String {
         self.name().to_ascii_lowercase().replace('_', "-")
     }
-}
-
-/// An RFC 9457 problem body.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// A URI naming the kind of problem.
-    #[serde(rename = "type")]
-    pub type_uri: String,
-    /// A short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What went wrong this time (the same text as `message`).
-    pub detail: String,
-    /// The request path.
-    pub instance: String,
-    /// The stable code.
-    pub error: String,
-    /// What to tell the client.
-    pub message: String,
-    /// The request id.
-    pub request_id: String,
 }
 
 /// A problem the gateway answers with, plus its extra headers; becomes a
@@ -222,23 +204,21 @@ impl GatewayError {
             type_uri: format!("{PROBLEM_TYPE_BASE}{}", self.code.kebab()),
             title: self.code.title().to_owned(),
             status: self.code.status().as_u16(),
-            detail: message.clone(),
-            instance: instance.to_owned(),
+            detail: Some(message.clone()),
+            instance: Some(instance.to_owned()),
             error: self.code.name().to_owned(),
             message,
             request_id: request_id.to_owned(),
+            errors: None,
+            current_version: None,
         }
     }
 
-    /// The full response for request `request_id` at `instance`.
+    /// The full response for request `request_id` at `instance` (the
+    /// request-id layer completes it again with the request's own).
     pub fn to_response(&self, request_id: &str, instance: &str) -> Response {
-        let body = serde_json::to_vec(&self.problem(request_id, instance)).unwrap_or_default();
-        let mut response = (self.code.status(), body).into_response();
+        let mut response = service_kit::problem::response(self.problem(request_id, instance));
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
         if let Some(after) = self.retry_after {
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
@@ -252,26 +232,8 @@ impl GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let mut response = self.to_response("", "");
-        response.extensions_mut().insert(self);
-        response
+        self.to_response("", "")
     }
-}
-
-/// Completes a response carrying a [`GatewayError`] with the request's id
-/// and path; other responses pass unchanged (headers added since, such as
-/// the rate-limit fields, are kept).
-pub fn complete(response: Response, request_id: &str, instance: &str) -> Response {
-    let Some(error) = response.extensions().get::<GatewayError>().cloned() else {
-        return response;
-    };
-    let mut completed = error.to_response(request_id, instance);
-    for (name, value) in response.headers() {
-        if name != header::CONTENT_LENGTH && !completed.headers().contains_key(name) {
-            completed.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    completed
 }
 
 #[cfg(test)]

@@ -25,27 +25,24 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::{FromRef, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
-use breaker::Outcome;
+use breaker::{OpenAction, Outcome};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
 
 use crate::{
-    auth::Principal,
     client::{ClientIp, X_FORWARDED_FOR},
-    degraded::{Down, IDEMPOTENCY_KEY, Write, queue_write, read_while_down},
+    degraded::{Degraded, Down, IDEMPOTENCY_KEY, Write, queue_write, read_while_down},
+    principal::Principal,
     problem::{Code, GatewayError},
-    request_id::RequestId,
-    routing::{MatchedRoute, Route},
+    routes::{MatchedRoute, Route},
     stale::forbids_storing,
     state::Gateway,
+    upstream::UpstreamClient,
 };
+use service_kit::request_id::RequestId;
 
 /// The header of the verified subject ([`store_domain::ACTOR_HEADER`]).
 pub static ACTOR: HeaderName = HeaderName::from_static(store_domain::ACTOR_HEADER);
@@ -67,30 +64,6 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The pooled upstream client.
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-/// A client keeping at most `max_idle` idle connections per upstream for
-/// `idle_timeout`, connecting within `connect_timeout`. (A burst of
-/// thousands of requests opens as many upstream connections; without the
-/// cap all of them stayed pooled, holding the gateway's and the upstream's
-/// memory, until the idle timeout.)
-pub fn client(
-    idle_timeout: Duration,
-    connect_timeout: Duration,
-    max_idle: usize,
-) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(idle_timeout)
-        .pool_max_idle_per_host(max_idle)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
-
 /// Removes the hop-by-hop headers and those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -108,6 +81,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What the proxy reads: the upstream client, degraded mode and the body
+/// limit.
+#[derive(Clone, Debug)]
+pub struct Forwarding {
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+    /// Degraded mode (stale reads, the write queue), when configured.
+    pub degraded: Option<Arc<Degraded>>,
+    /// `server.body_limit_bytes`.
+    pub body_limit: u64,
+}
+
+impl FromRef<Arc<Gateway>> for Forwarding {
+    fn from_ref(gateway: &Arc<Gateway>) -> Self {
+        Self {
+            client: gateway.client.clone(),
+            degraded: gateway.degraded.clone(),
+            body_limit: gateway.config.server.body_limit_bytes,
+        }
+    }
+}
+
 /// When to come back after a failure that did not open the breaker.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
@@ -115,9 +110,11 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 const MAX_STALE_BODY: u64 = 1024 * 1024;
 
 /// The handler: forwards the request to its route's upstream; when the
-/// upstream is down, reads get their stale copy and writes are queued
-/// ([`crate::degraded`]).
-pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+/// upstream is down and the route's breaker falls back
+/// ([`OpenAction::Fallback`]), reads get their stale copy and writes are
+/// queued ([`crate::degraded`]); a route whose breaker denies
+/// ([`OpenAction::Deny`]) fails closed.
+pub async fn forward(State(forwarding): State<Forwarding>, request: Request) -> Response {
     let Some(MatchedRoute(route)) = request.extensions().get::<MatchedRoute>().cloned() else {
         return GatewayError::new(Code::NotFound).into_response();
     };
@@ -135,10 +132,16 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let degraded = gateway.degraded.as_deref();
+    // The route's breaker preset decides what an unavailable upstream means:
+    // `Fallback` gives stale reads and queued writes (when degraded mode is
+    // on), `Deny` fails closed with the plain 502/503/504.
+    let degraded = match route.breaker.policy().on_open() {
+        OpenAction::Fallback => forwarding.degraded.as_deref(),
+        _ => None,
+    };
     let client = request.extensions().get::<ClientIp>().copied();
     let (mut parts, body) = request.into_parts();
-    let limit = usize::try_from(gateway.config.server.body_limit_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(forwarding.body_limit).unwrap_or(usize::MAX);
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
     // A write is read whole (within the limit) when it may have to be
     // queued, and carries an Idempotency-Key so that a replay applies once.
@@ -247,11 +250,12 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         headers.insert(ACTOR.clone(), principal.actor_header.clone());
     }
     forwarded_headers(headers, client, host);
-    crate::telemetry::inject_current(headers);
+    service_kit::telemetry::inject_current(headers);
     upstream_parts.uri = uri;
     upstream_parts.version = axum::http::Version::HTTP_11;
     let upstream_request = Request::from_parts(upstream_parts, body);
-    let answer = tokio::time::timeout_at(deadline, gateway.client.request(upstream_request)).await;
+    let answer =
+        tokio::time::timeout_at(deadline, forwarding.client.request(upstream_request)).await;
     match answer {
         Ok(Ok(response)) if response.status().is_server_error() => {
             permit.record(Outcome::Failure);

@@ -32,9 +32,7 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     let shutting_down = gateway.is_shutting_down();
     // The queue answers a read (its file is open and readable).
     let queue = match &gateway.degraded {
-        Some(degraded) => crate::replay::blocking(&degraded.queue, crate::queue::WriteQueue::stats)
-            .await
-            .is_ok(),
+        Some(degraded) => degraded.queue.stats().await.is_ok(),
         None => false,
     };
     let ready = keys && queue && !shutting_down && upstreams.values().all(|v| v == &json!(true));

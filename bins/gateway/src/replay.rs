@@ -22,8 +22,9 @@ use axum::{
     body::Body,
     http::{HeaderName, HeaderValue, Method, Request, Uri, header},
 };
-use breaker::Outcome as BreakerOutcome;
+use breaker::{ExponentialBackoff, Outcome as BreakerOutcome};
 use http_body_util::{BodyExt as _, Limited};
+use store_domain::{ErrorCode, Problem};
 
 use crate::{
     queue::{Outcome, QueueError, QueuedWrite, WriteQueue},
@@ -38,23 +39,17 @@ const IDLE: Duration = Duration::from_secs(1);
 /// The largest upstream answer kept as a write's outcome.
 const MAX_OUTCOME_BYTES: usize = 1024 * 1024;
 
-/// The back-off after `attempts` failed attempts: 0.5 s doubling to 30 s,
-/// with ±25 % jitter.
-pub fn backoff(attempts: u32) -> Duration {
-    let base = Duration::from_millis(500).saturating_mul(1 << attempts.saturating_sub(1).min(6));
-    let base = base.min(Duration::from_secs(30));
-    base.mul_f64(0.75 + fastrand::f64() * 0.5)
-}
+/// The replay back-off: 0.5 s doubling to 30 s, with ±25 % jitter. The
+/// workspace's back-off takes its jitter off the top, so it is written as
+/// 0.625 s (0.5 s + 25 %) doubling to 37.5 s (30 s + 25 %), minus up to
+/// 40 % (1.25 − 40 % of 1.25 = 0.75).
+const REPLAY_BACKOFF: ExponentialBackoff =
+    ExponentialBackoff::new(Duration::from_millis(625), Duration::from_millis(37_500)).jitter(0.4);
 
-/// Runs `work` on the blocking pool (redb is synchronous).
-pub async fn blocking<T: Send + 'static>(
-    queue: &Arc<WriteQueue>,
-    work: impl FnOnce(&WriteQueue) -> Result<T, QueueError> + Send + 'static,
-) -> Result<T, QueueError> {
-    let queue = Arc::clone(queue);
-    tokio::task::spawn_blocking(move || work(&queue))
-        .await
-        .map_err(|e| QueueError::Storage(format!("queue task: {e}")))?
+/// The back-off after `attempts` failed attempts (from 1): 0.5 s doubling to
+/// 30 s, with ±25 % jitter.
+pub fn backoff(attempts: u32) -> Duration {
+    REPLAY_BACKOFF.delay(attempts.saturating_sub(1))
 }
 
 /// How often finished records past their retention are purged: a quarter
@@ -68,20 +63,20 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     let Some(degraded) = gateway.degraded.as_ref() else {
         return;
     };
-    let (queue, wake) = (Arc::clone(&degraded.queue), Arc::clone(&degraded.wake));
+    let (queue, wake) = (degraded.queue.clone(), Arc::clone(&degraded.wake));
     tokio::pin!(shutdown);
     let purge_every = purge_interval(queue.limits().retention);
     let mut next_purge = tokio::time::Instant::now();
     loop {
         if tokio::time::Instant::now() >= next_purge {
-            match blocking(&queue, |q| q.purge(SystemTime::now())).await {
+            match queue.purge(SystemTime::now()).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "finished queued writes purged"),
                 Err(error) => tracing::error!(%error, "purging the write queue failed"),
             }
             next_purge = tokio::time::Instant::now() + purge_every;
         }
-        let due = blocking(&queue, |q| q.due(SystemTime::now(), BATCH)).await;
+        let due = queue.due(SystemTime::now(), BATCH).await;
         match due {
             Ok(due) => {
                 for write in due {
@@ -91,7 +86,7 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
             Err(error) => tracing::error!(%error, "reading the write queue failed"),
         }
         crate::metrics::queue_gauges(&queue).await;
-        let wait = match blocking(&queue, WriteQueue::next_due_ms).await {
+        let wait = match queue.next_due_ms().await {
             Ok(Some(at)) => {
                 let now = crate::queue::millis(SystemTime::now());
                 Duration::from_millis(at.saturating_sub(now)).min(IDLE)
@@ -108,18 +103,18 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
 }
 
 /// One attempt at `write`.
-async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) {
+async fn replay(gateway: &Gateway, queue: &WriteQueue, write: QueuedWrite) {
     let id = write.id;
     let now = SystemTime::now();
     let age = now.duration_since(write.accepted_at()).unwrap_or_default();
     if age > queue.limits().max_age {
         let reason = "expired: older than the upstream's idempotency retention, not replayed";
-        finish(queue, id, "expired", move |q| q.fail(id, reason, now)).await;
+        finish(id, "expired", queue.fail(id, reason, now)).await;
         return;
     }
-    let Some(route) = gateway.routes.by_name(&write.route) else {
+    let Some(route) = gateway.routes.by_name(&write.meta.route) else {
         let reason = "the route is no longer configured";
-        finish(queue, id, "failed", move |q| q.fail(id, reason, now)).await;
+        finish(id, "failed", queue.fail(id, reason, now)).await;
         return;
     };
     let permit = match route.breaker.try_acquire_owned() {
@@ -127,11 +122,11 @@ async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) 
         Err(rejected) => {
             // Not an attempt: the breaker says when to come back.
             let at = now + rejected.retry_after().unwrap_or(IDLE);
-            let _ = blocking(queue, move |q| q.retry(id, at, "circuit open")).await;
+            let _ = queue.retry(id, at, "circuit open").await;
             return;
         }
     };
-    let started = match blocking(queue, move |q| q.start(id)).await {
+    let started = match queue.start(id).await {
         Ok(started) => started,
         Err(error) => {
             permit.record(BreakerOutcome::Ignore);
@@ -144,10 +139,7 @@ async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) 
         Err(error) => {
             permit.record(BreakerOutcome::Ignore);
             let reason = format!("the queued payload cannot be read: {error}");
-            finish(queue, id, "failed", move |q| {
-                q.fail(id, &reason, SystemTime::now())
-            })
-            .await;
+            finish(id, "failed", queue.fail(id, reason, SystemTime::now())).await;
             return;
         }
     };
@@ -156,10 +148,7 @@ async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) 
         None => {
             permit.record(BreakerOutcome::Ignore);
             let reason = "the queued request cannot be rebuilt";
-            finish(queue, id, "failed", move |q| {
-                q.fail(id, reason, SystemTime::now())
-            })
-            .await;
+            finish(id, "failed", queue.fail(id, reason, SystemTime::now())).await;
             return;
         }
     };
@@ -169,7 +158,7 @@ async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) 
         Ok(Ok(response)) if response.status().is_server_error() => {
             permit.record(BreakerOutcome::Failure);
             let error = format!("upstream answered {}", response.status());
-            finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+            finish(id, "retried", queue.retry(id, retry_at, error)).await;
         }
         Ok(Ok(response)) => {
             permit.record(BreakerOutcome::Success);
@@ -191,7 +180,7 @@ async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) 
                 // The first attempt (sent before a timeout or a crash) is
                 // still running upstream: ask again later for its answer.
                 let error = "the upstream is still running the first attempt".to_owned();
-                finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+                finish(id, "retried", queue.retry(id, retry_at, error)).await;
                 return;
             }
             let outcome = Outcome {
@@ -199,63 +188,62 @@ async fn replay(gateway: &Gateway, queue: &Arc<WriteQueue>, write: QueuedWrite) 
                 content_type,
                 body,
             };
-            finish(queue, id, "completed", move |q| {
-                q.complete(id, outcome, SystemTime::now())
-            })
+            finish(
+                id,
+                "completed",
+                queue.complete(id, outcome, SystemTime::now()),
+            )
             .await;
         }
         Ok(Err(error)) => {
             permit.record(BreakerOutcome::Failure);
             let error = format!("upstream unreachable: {error}");
-            finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+            finish(id, "retried", queue.retry(id, retry_at, error)).await;
         }
         Err(_) => {
             permit.record(BreakerOutcome::Timeout);
             let error = format!("upstream timed out after {:?}", route.timeout);
-            finish(queue, id, "retried", move |q| q.retry(id, retry_at, &error)).await;
+            finish(id, "retried", queue.retry(id, retry_at, error)).await;
         }
     }
 }
 
 /// Whether a 409 says the key's first request is still running
-/// (`IDEMPOTENCY_KEY_IN_USE`), not a conflict of the write itself.
+/// ([`ErrorCode::IdempotencyKeyInUse`]), not a conflict of the write
+/// itself: the store API's problem body, its code compared as a typed
+/// value.
 fn still_running(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
+    serde_json::from_slice::<Problem>(body)
         .ok()
-        .and_then(|v| {
-            v.get("error")?
-                .as_str()
-                .map(|e| e == "IDEMPOTENCY_KEY_IN_USE")
-        })
-        .unwrap_or(false)
+        .and_then(|problem| problem.code())
+        == Some(ErrorCode::IdempotencyKeyInUse)
 }
 
-/// Records an attempt's end and counts it by `outcome`.
+/// Records an attempt's end (`change`) and counts it by `outcome`.
 async fn finish(
-    queue: &Arc<WriteQueue>,
     id: uuid::Uuid,
     outcome: &'static str,
-    change: impl FnOnce(&WriteQueue) -> Result<QueuedWrite, QueueError> + Send + 'static,
+    change: impl Future<Output = Result<QueuedWrite, QueueError>>,
 ) {
     metrics::counter!("gateway_replays_total", "outcome" => outcome).increment(1);
-    if let Err(error) = blocking(queue, change).await {
+    if let Err(error) = change.await {
         tracing::error!(%error, request_id = %id, "recording a replay's outcome failed");
     }
 }
 
 /// The upstream request of `write`.
 fn build(
-    route: &crate::routing::Route,
+    route: &crate::routes::Route,
     write: &QueuedWrite,
     payload: crate::queue::Payload,
 ) -> Option<Request<Body>> {
     let uri: Uri = format!(
         "{}://{}{}{}",
-        route.scheme, route.authority, route.base_path, write.path_and_query
+        route.scheme, route.authority, route.base_path, write.meta.path_and_query
     )
     .parse()
     .ok()?;
-    let method = Method::from_bytes(write.method.as_bytes()).ok()?;
+    let method = Method::from_bytes(write.meta.method.as_bytes()).ok()?;
     let mut request = Request::builder().method(method).uri(uri);
     for (name, value) in &payload.headers {
         let (Ok(name), Ok(value)) = (
@@ -266,12 +254,50 @@ fn build(
         };
         request = request.header(name, value);
     }
-    if let Ok(actor) = store_domain::Actor::new(&write.principal) {
+    if let Ok(actor) = store_domain::Actor::new(&write.subject) {
         request = request.header(store_domain::ACTOR_HEADER, actor.to_header_value());
     }
     request = request
-        .header("idempotency-key", &write.idempotency_key)
+        .header("idempotency-key", &write.meta.idempotency_key)
         .header("x-request-id", write.id.to_string())
         .header(header::CONTENT_LENGTH, payload.body.len());
     request.body(Body::from(payload.body)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_in_use_is_told_by_its_typed_code() {
+        let body = |code| serde_json::to_vec(&Problem::new(code, "req-1")).unwrap();
+        assert!(still_running(&body(ErrorCode::IdempotencyKeyInUse)));
+        assert!(!still_running(&body(ErrorCode::ConcurrencyError)));
+        assert!(!still_running(b"IDEMPOTENCY_KEY_IN_USE"));
+        assert!(!still_running(br#"{"message":"IDEMPOTENCY_KEY_IN_USE"}"#));
+    }
+
+    /// The bounds of the back-off after `attempts`: 0.5 s doubling to 30 s,
+    /// ±25 %.
+    fn bounds(attempts: u32) -> (Duration, Duration) {
+        let exponent = attempts.saturating_sub(1).min(16);
+        let middle = (Duration::from_millis(500) * 2u32.pow(exponent)).min(Duration::from_secs(30));
+        (middle.mul_f64(0.75), middle.mul_f64(1.25))
+    }
+
+    #[test]
+    fn replays_back_off_from_half_a_second_to_thirty_with_a_quarter_of_jitter() {
+        for attempts in [0, 1, 2, 3, 6, 7, 8, 20, u32::MAX] {
+            let (low, high) = bounds(attempts);
+            let n = attempts.saturating_sub(1);
+            assert_eq!(REPLAY_BACKOFF.delay_with(n, 0.0), high, "{attempts}");
+            assert_eq!(REPLAY_BACKOFF.delay_with(n, 1.0), low, "{attempts}");
+            for _ in 0..50 {
+                let drawn = backoff(attempts);
+                assert!(low <= drawn && drawn <= high, "{attempts}: {drawn:?}");
+            }
+        }
+        assert_eq!(bounds(1).0, Duration::from_millis(375));
+        assert_eq!(bounds(9).1, Duration::from_millis(37_500));
+    }
 }

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use crate::{
     auth,
+    principal::{Authenticated, Principal},
     problem::{Code, GatewayError},
-    replay::blocking,
     state::Gateway,
 };
 
@@ -29,17 +29,17 @@ pub async fn status(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    let principal = match auth::authenticate(&gateway, request.headers()).await {
+    let principal = match auth::authenticate(&gateway.verifier, request.headers()).await {
         Ok(principal) => principal,
         Err(refused) => return refused,
     };
     let mut response = answer(&gateway, &principal, &id).await;
-    response.extensions_mut().insert(auth::Authenticated);
+    response.extensions_mut().insert(Authenticated);
     response
 }
 
 /// The answer to `principal` about request `id`.
-async fn answer(gateway: &Gateway, principal: &auth::Principal, id: &str) -> Response {
+async fn answer(gateway: &Gateway, principal: &Principal, id: &str) -> Response {
     let not_found = || {
         GatewayError::new(Code::NotFound)
             .with_message("No queued request with this id.")
@@ -48,8 +48,8 @@ async fn answer(gateway: &Gateway, principal: &auth::Principal, id: &str) -> Res
     let (Some(degraded), Ok(id)) = (gateway.degraded.as_ref(), Uuid::try_parse(id)) else {
         return not_found();
     };
-    let record = match blocking(&degraded.queue, move |q| q.get(id)).await {
-        Ok(Some(record)) if !principal.sub.is_empty() && *record.principal == *principal.sub => {
+    let record = match degraded.queue.get(id).await {
+        Ok(Some(record)) if !principal.sub.is_empty() && *record.subject == *principal.sub => {
             record
         }
         Ok(_) => return not_found(),
@@ -69,8 +69,8 @@ async fn answer(gateway: &Gateway, principal: &auth::Principal, id: &str) -> Res
     Json(json!({
         "requestId": record.id.to_string(),
         "status": record.state.as_str(),
-        "method": record.method,
-        "path": record.path_and_query,
+        "method": record.meta.method,
+        "path": record.meta.path_and_query,
         "acceptedAt": accepted,
         "attempts": record.attempts,
         "lastError": record.last_error,

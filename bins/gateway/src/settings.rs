@@ -3,46 +3,11 @@
 //! key, logs. `gateway --help` lists every variable; secret values are
 //! never shown.
 
-use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
+use std::{net::IpAddr, path::PathBuf};
 
-use secrecy::{ExposeSecret, SecretString};
-
-/// A value that must never be printed (the PagerDuty routing key). `Debug`
-/// shows `[REDACTED]`.
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    /// The value itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self::new(s))
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Self::new)
-    }
-}
+/// A value that must never be printed (the PagerDuty routing key, the
+/// queue key): `service_kit`'s.
+pub use service_kit::Secret;
 
 /// Every environment variable the gateway reads (besides `RUST_LOG`).
 pub const ENVIRONMENT: [&str; 8] = [

@@ -19,17 +19,21 @@ use tokio::net::TcpListener;
 
 use crate::{
     alerts::{self, Alerts, PagerDuty},
-    auth::{self, Verifier},
+    auth,
     config::Config,
     degraded::Degraded,
     framing::GuardedListener,
-    jwks::KeyStore,
-    metrics, proxy, ratelimit, readiness, request_id,
-    routing::{self, Routes},
+    limiter::PreAuthLimiter,
+    metrics,
+    principal::Verifier,
+    proxy, ratelimit, readiness, replay, requests,
+    routes::Routes,
+    routing,
     settings::Settings,
+    tls, upstream,
 };
 
-pub use crate::state::Gateway;
+pub use crate::{state::Gateway, tls::rustls_provider};
 
 /// The built gateway: a bound listener and its router.
 #[derive(Debug)]
@@ -71,20 +75,7 @@ impl Application {
             config = config.with_upstreams(None, None)?;
         }
         let metrics = metrics::install();
-        let mut http = reqwest::Client::builder().no_proxy();
-        if let Some(path) = &config.server.extra_ca_file {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("server.extra_ca_file: reading {}", path.display()))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("server.extra_ca_file: {} is not PEM", path.display()))?;
-            anyhow::ensure!(
-                !roots.is_empty(),
-                "server.extra_ca_file: {} holds no certificate",
-                path.display()
-            );
-            http = http.tls_certs_merge(roots);
-        }
-        let http = http.build().context("building the HTTP client")?;
+        let http = tls::https_client(config.server.extra_ca_file.as_deref())?;
         let pagerduty = config.alerts.pagerduty_url.clone().and_then(|url| {
             let routing_key = settings
                 .pagerduty_routing_key
@@ -106,21 +97,21 @@ impl Application {
             );
         }
         let alerts = Alerts::new(pagerduty, http.clone());
-        let keys = KeyStore::new(config.auth.clone(), http, alerts.clone());
+        let verifier = Arc::new(Verifier::new(
+            config.auth.verify_config(),
+            http,
+            auth::observer(alerts.clone()),
+        ));
+        let keys = verifier.keys().clone();
         alerts::watch_breaker(alerts.clone(), keys.breaker());
-        let verifier = Verifier::new(
-            keys.clone(),
-            config.auth.issuer.clone(),
-            config.auth.audiences.clone(),
-            config.auth.leeway.0,
-        );
         let routes = Routes::new(&config).context("building the routes")?;
         for route in routes.0.iter() {
             alerts::watch_breaker(alerts.clone(), &route.breaker);
         }
         let degraded = Degraded::open(&config.degraded, settings.queue_key.as_ref())
+            .await
             .context("starting degraded mode")?;
-        let client = proxy::client(
+        let client = upstream::client(
             config.server.upstream_idle_timeout.0,
             config.server.upstream_connect_timeout.0,
             config.server.upstream_max_idle,
@@ -133,12 +124,12 @@ impl Application {
             alerts,
             client,
             metrics,
-            pre_auth: ratelimit::PreAuthLimiter::new(config_pre_auth),
+            pre_auth: PreAuthLimiter::new(config_pre_auth),
             degraded: Some(Arc::new(degraded)),
             shutting_down: AtomicBool::new(false),
         });
         let refresher = keys.spawn_refresher();
-        let replayer = tokio::spawn(crate::replay::run(
+        let replayer = tokio::spawn(replay::run(
             Arc::clone(&gateway),
             std::future::pending::<()>(),
         ));
@@ -170,7 +161,7 @@ impl Application {
 
     /// Serves until SIGTERM or ctrl-c, then drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(service_kit::shutdown_signal()).await
     }
 
     /// Serves until `shutdown` completes, then stops accepting and drains
@@ -216,7 +207,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         ))
         .with_state(Arc::clone(&gateway));
     Router::new()
-        .route("/api/requests/{id}", get(crate::requests::status))
+        .route("/api/requests/{id}", get(requests::status))
         .route("/health", get(readiness::health))
         .route("/ready", get(readiness::ready))
         .route("/metrics", get(metrics::render))
@@ -226,7 +217,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             ratelimit::pre_auth_layer,
         ))
         .layer(middleware::from_fn(metrics::layer))
-        .layer(middleware::from_fn(request_id::layer))
+        .layer(middleware::from_fn(service_kit::request_id::layer))
         .with_state(gateway)
 }
 
@@ -242,33 +233,5 @@ async fn forget_idle_clients(gateway: Arc<Gateway>) {
         if Arc::strong_count(&gateway) == 1 {
             return;
         }
-    }
-}
-
-/// reqwest (rustls without a built-in provider in this workspace) needs
-/// `ring` installed as the process default.
-pub fn rustls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -1,5 +1,9 @@
-//! What every layer shares: [`Gateway`]. It sits below the layers that
-//! read it; [`crate::startup`] builds it and composes the layers on top.
+//! What every layer shares: [`Gateway`], made of the parts below it (the
+//! configuration, the route table, the verifier, the upstream client,
+//! degraded mode, the limiter before authentication, alerts). It sits
+//! below the layers and handlers that read it, which take the narrow part
+//! they need through axum's `FromRef`; `startup` builds it and composes
+//! the layers on top.
 
 use std::sync::{
     Arc,
@@ -9,8 +13,8 @@ use std::sync::{
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{
-    alerts::Alerts, auth::Verifier, config::Config, degraded::Degraded, proxy,
-    ratelimit::PreAuthLimiter, routing::Routes,
+    alerts::Alerts, config::Config, degraded::Degraded, limiter::PreAuthLimiter,
+    principal::Verifier, routes::Routes, upstream::UpstreamClient,
 };
 
 /// What every layer shares.
@@ -21,11 +25,11 @@ pub struct Gateway {
     /// The routes.
     pub routes: Routes,
     /// Token verification (and the key store).
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     /// Critical alerts.
     pub alerts: Alerts,
     /// The pooled upstream client.
-    pub client: proxy::UpstreamClient,
+    pub client: UpstreamClient,
     /// The metrics renderer.
     pub metrics: PrometheusHandle,
     /// The limit of failures before authentication, per client address.

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 /// The stores route straight to the store service (no relay: a stopped
 /// service refuses connections), with a small breaker and a 1 s timeout.
@@ -243,19 +242,14 @@ breaker = {{ preset = "store-service", minimum_calls = 2, window = {{ kind = "co
 /// The gateway as a process of its own (so that it can be `kill -9`ed),
 /// on a fixed port and queue file.
 struct GatewayProcess {
-    child: Child,
+    service: testkit::Service,
     base: String,
 }
 
 async fn start_gateway(dir: &Path, config: &str, port: u16) -> GatewayProcess {
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("gateway.log"))
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let command = testkit::ServiceCommand::new(env!("CARGO_BIN_EXE_gateway"))
         .current_dir(dir)
         .env("GATEWAY_CONFIG", &path)
         .env("PORT", port.to_string())
@@ -264,15 +258,12 @@ async fn start_gateway(dir: &Path, config: &str, port: u16) -> GatewayProcess {
             "GATEWAY_QUEUE_KEY",
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .env("RUST_LOG", "warn");
     let base = format!("http://127.0.0.1:{port}");
-    get_until(&format!("{base}/ready"), "", 200, Duration::from_secs(30)).await;
-    GatewayProcess { child, base }
+    let service = testkit::Service::start(command, format!("{base}/ready"))
+        .await
+        .expect("the gateway starts");
+    GatewayProcess { service, base }
 }
 
 /// Polls `/api/requests/{id}` until it is finished; returns its record.
@@ -390,8 +381,7 @@ async fn queued_writes_survive_kill_9_and_apply_exactly_once_in_order() {
     // kill -9 the gateway, start it again on the same queue, then the
     // store service.
     let mut gateway = gateway;
-    gateway.child.start_kill().unwrap();
-    gateway.child.wait().await.unwrap();
+    gateway.service.kill();
     drop(gateway);
     let gateway = start_gateway(dir.path(), &config, port).await;
     store.restart().await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use axum::{Router, routing::get};
 use common::*;
@@ -14,42 +14,38 @@ const BINARY: &str = env!("CARGO_BIN_EXE_gateway");
 
 /// The gateway binary, started with a configuration file; killed on drop.
 struct Binary {
-    child: tokio::process::Child,
+    service: testkit::Service,
     base: String,
-    /// Holds the configuration file and the log.
-    dir: tempfile::TempDir,
+    /// Holds the configuration file.
+    _dir: tempfile::TempDir,
 }
 
 impl Binary {
     /// Writes `config` to a file and starts the binary on a free port with
-    /// `env`, stderr to a file (never a pipe that could fill up).
+    /// `env`, its output to a log file (never a pipe that could fill up).
     fn spawn(config: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let port = testkit::free_port().unwrap();
-        let child = Command::new(BINARY)
-            .current_dir(dir.path())
-            .env("GATEWAY_CONFIG", &path)
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let command = env.iter().fold(
+            testkit::ServiceCommand::new(BINARY)
+                .current_dir(dir.path())
+                .env("GATEWAY_CONFIG", &path)
+                .env("PORT", port.to_string())
+                .env("HOST", "127.0.0.1"),
+            |command, (name, value)| command.env(name, value),
+        );
         Self {
-            child,
+            service: testkit::Service::spawn(command).unwrap(),
             base: format!("http://127.0.0.1:{port}"),
-            dir,
+            _dir: dir,
         }
     }
 
-    /// What it wrote to stderr so far.
+    /// What it wrote so far.
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+        std::fs::read_to_string(self.service.log()).unwrap_or_default()
     }
 
     /// Waits for `/ready`.
@@ -65,17 +61,10 @@ impl Binary {
 
     /// SIGTERM, then the exit status (within 20 s).
     async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(killed.success());
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        self.service
+            .terminate(Duration::from_secs(20))
             .await
             .expect("the gateway exits")
-            .unwrap()
     }
 }
 

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use testkit::OpenBao;
-use tokio::process::Command;
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files
 /// in `dir`: (ca, cert, key).
@@ -47,7 +46,7 @@ async fn the_gateway_built_alone_fetches_an_https_jwks() {
     // First the binary alone, copied away before anything rebuilds it.
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("gateway");
-    std::fs::copy(build_alone("gateway"), &binary).expect("copy the binary");
+    std::fs::copy(testkit::build_binary("gateway").unwrap(), &binary).expect("copy the binary");
 
     let (ca, cert, key) = pki(dir.path());
     let bao = OpenBao::builder()
@@ -98,19 +97,15 @@ scopes = {{ GET = ["stores:read"] }}
         ),
     )
     .unwrap();
-    let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _child = Command::new(&binary)
-        .env_clear()
-        .env("GATEWAY_CONFIG", &config)
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the gateway starts");
+    let gateway = testkit::Service::spawn(
+        testkit::ServiceCommand::new(&binary)
+            .env_clear()
+            .env("GATEWAY_CONFIG", &config)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("RUST_LOG", "info"),
+    )
+    .expect("the gateway starts");
     let base = format!("http://127.0.0.1:{port}");
     let http = http();
     let answer = eventually("a 200 through the gateway", Duration::from_secs(30), || {
@@ -127,6 +122,6 @@ scopes = {{ GET = ["stores:read"] }}
     let body: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(body["uri"], "/api/echo/x");
     assert_eq!(seen.lock().unwrap().len(), 1);
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log = std::fs::read_to_string(gateway.log()).unwrap_or_default();
     assert!(!log.contains("SECURITY_SERVICE_UNAVAILABLE"), "{log}");
 }

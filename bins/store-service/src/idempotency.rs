@@ -52,12 +52,13 @@ use serde_json::{Map, Value};
 use store_domain::ErrorCode;
 use tokio_postgres::{GenericClient, error::SqlState};
 
+use service_kit::{problem, request_id::RequestId};
+
 use crate::{
-    problem::{self, ApiError},
+    body::read_body,
+    problem::ApiError,
     read_after::{self, READ_AFTER},
-    request_id::RequestId,
-    routes::stores::read_body,
-    startup::AppState,
+    state::AppState,
     storage::{Db, SqlResult},
 };
 
@@ -334,8 +335,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     // is recorded): the record is left as it is, the key never released.
     let settled =
         response.extensions().get::<Recorded>().is_some() || response.status().is_server_error();
-    // The stored body must carry this request's id, as the live one does
-    // (completing a problem drops the extensions: `settled` is read first).
+    // The stored body must carry this request's id, as the live one does.
     let response = problem::complete(response, &request_id, &path);
     if settled {
         return response;

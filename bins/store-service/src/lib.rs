@@ -66,6 +66,8 @@
 //!
 //! - `store-domain` (feature `openapi`): the API's types, validation,
 //!   lifecycle, page/cursor, error codes and problem body.
+//! - `breaker` (no features): `ExponentialBackoff`, the workspace's one
+//!   back-off, for the Vault retries at start.
 //! - `db-failover` (feature `metrics`): primary/replica routing, failover,
 //!   read-your-writes tokens (`Read-After`), rotating credentials.
 //! - `vault-client` (feature `metrics`): AppRole/token login, the lease
@@ -76,27 +78,28 @@
 //!   runtime and the SQL.
 //! - `refinery`: `store-service migrate` (same history table as testkit).
 //! - `clap` (`derive`, `env`): the typed configuration and `--help`.
-//! - `secrecy`: configuration secrets that never print.
-//! - `sanitize`: the platform's rule for which client request ids are kept.
+//! - `service-kit`: what the service shares with the gateway, written
+//!   once: the server loop and `shutdown_signal`, the request-id layer (the
+//!   platform's rule for which client request ids are kept, the request
+//!   span), JSON logs, OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   is set with the W3C `traceparent` of a request as its parent
+//!   (`telemetry`), problem+json responses (`problem`), the Prometheus
+//!   recorder and the bounded `method` label, and `Secret` (configuration
+//!   secrets that never print).
 //! - `ring` (already built for rustls): the HMAC-SHA-256 of `Idempotency-Key`
 //!   fingerprints and the random key of the fallback.
 //! - `http-body-util`: tells a body over the limit (413) from one that
 //!   cannot be read (400).
 //! - `metrics`, `metrics-exporter-prometheus` (no HTTP listener of its
-//!   own): `/metrics`.
+//!   own): `/metrics` (the recorder is installed through `service-kit`).
 //! - `utoipa`, `utoipa-axum`: `/openapi.json` from the handlers'
 //!   annotations.
-//! - `tracing`, `tracing-subscriber` (`json`): JSON logs with the request id.
-//! - `opentelemetry`, `opentelemetry_sdk`, `opentelemetry-otlp`
-//!   (`http-proto` only: no gRPC, no second HTTP stack),
-//!   `opentelemetry-http`, `tracing-opentelemetry`: OTLP span export when
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set, with the W3C `traceparent` of a
-//!   request as its parent; `reqwest` (the workspace's, rustls with `ring`)
-//!   carries the export.
-//! - `uuid` (`v7`): store ids and request ids, time-ordered.
+//! - `tracing`: logs and spans.
+//! - `uuid` (`v7`): store ids, time-ordered.
 //! - `time`: timestamps; `serde`, `serde_json`: JSON; `thiserror`,
 //!   `anyhow`: errors.
 
+pub mod body;
 pub mod fingerprint;
 pub mod idempotency;
 pub mod metrics;
@@ -105,15 +108,15 @@ pub mod openapi;
 pub mod problem;
 pub mod read_after;
 pub mod readiness;
-pub mod request_id;
 pub mod routes;
 pub mod secrets;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod storage;
 pub mod subject;
-pub mod telemetry;
 pub mod timeout;
 
 pub use settings::{Cli, Command, Secret, Settings};
-pub use startup::{AppState, Application, CredentialSource};
+pub use startup::Application;
+pub use state::{AppState, CredentialSource};

@@ -3,7 +3,8 @@
 //! configuration (`store-service --help` lists every variable).
 
 use clap::Parser;
-use store_service::{Application, Cli, Command, migrate, telemetry};
+use service_kit::telemetry;
+use store_service::{Application, Cli, Command, migrate};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -11,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
     vault_client::install_crypto_provider();
     let cli = Cli::parse();
     let _telemetry = telemetry::init(
+        "store-service",
         &cli.settings.log_format,
         cli.settings.otlp_endpoint.as_deref(),
     );

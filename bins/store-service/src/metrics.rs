@@ -6,23 +6,24 @@
 //!
 //! Every label value comes from a closed set, so that no client can grow
 //! the registry (each new label value is a series kept for the life of the
-//! process): `method` is one of [`KNOWN_METHODS`] or [`OTHER_METHOD`],
+//! process): `method` is one of `KNOWN_METHODS` or `OTHER_METHOD`
+//! ([`method_label`], `service_kit::prometheus`),
 //! `route` is a path template of the router (`/api/stores/{id}`) or
 //! [`UNMATCHED_ROUTE`], never the request's path, and `status` is a status
 //! code the service answered with. The other labels (`node`, `op`, `role`,
 //! `breaker`) come from the configuration and the code.
 
-use std::{sync::OnceLock, time::Instant};
+use std::time::Instant;
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::{HeaderValue, Method, header},
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::prometheus::method_label;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The buckets of every histogram (all are durations in seconds): 1 ms to
 /// 30 s.
@@ -30,27 +31,8 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// The methods that are their own `method` label value: RFC 9110's and
-/// `PATCH`.
-pub const KNOWN_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
-];
-
-/// The `method` label value of every other (extension) method.
-pub const OTHER_METHOD: &str = "OTHER";
-
 /// The `route` label value of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
-
-/// The `method` label value of `method`: its name when it is one of
-/// [`KNOWN_METHODS`], else [`OTHER_METHOD`].
-pub fn method_label(method: &Method) -> &'static str {
-    KNOWN_METHODS
-        .iter()
-        .find(|known| **known == method.as_str())
-        .copied()
-        .unwrap_or(OTHER_METHOD)
-}
 
 /// The `route` label value of a request: the path template it matched, or
 /// [`UNMATCHED_ROUTE`].
@@ -61,39 +43,24 @@ pub fn route_label(request: &Request) -> String {
         .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned())
 }
 
-/// The process-wide recorder's handle (installed once, shared by every
-/// `Application` of the process).
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the Prometheus recorder (once) and returns its handle.
+/// Installs the Prometheus recorder (once per process, shared by every
+/// `Application` of the process; `service_kit::prometheus`) with the
+/// service's buckets and descriptions, and returns its handle.
 pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            // Histograms with buckets (not the exporter's default summaries):
-            // buckets add up across pods, quantiles do not.
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new())
-                .build_recorder();
-            let handle = recorder.handle();
-            // Another recorder installed by the embedding program wins; the
-            // handle then renders an empty registry.
-            let _ = metrics::set_global_recorder(recorder);
-            metrics::describe_counter!(
-                "http_requests_total",
-                "HTTP requests by method, route and status"
-            );
-            metrics::describe_histogram!(
-                "http_request_duration_seconds",
-                "HTTP request latency by method, route and status"
-            );
-            metrics::describe_gauge!(
-                "http_requests_in_flight",
-                "HTTP requests started and not yet answered, by method and route"
-            );
-            handle
-        })
-        .clone()
+    service_kit::prometheus::install(&LATENCY_BUCKETS, || {
+        metrics::describe_counter!(
+            "http_requests_total",
+            "HTTP requests by method, route and status"
+        );
+        metrics::describe_histogram!(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, route and status"
+        );
+        metrics::describe_gauge!(
+            "http_requests_in_flight",
+            "HTTP requests started and not yet answered, by method and route"
+        );
+    })
 }
 
 /// Counts a request in flight until dropped (also when the client goes
@@ -167,29 +134,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("store_db_credentials_ttl_seconds").set(ttl.as_secs_f64());
         metrics::gauge!("store_db_credentials_generation").set(current.generation as f64);
     }
-    let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
+    service_kit::prometheus::render(&state.metrics)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn methods_map_to_a_closed_set() {
-        for known in KNOWN_METHODS {
-            let method = Method::from_bytes(known.as_bytes()).unwrap();
-            assert_eq!(method_label(&method), known);
-        }
-        for invented in ["M00001AAAA", "get", "PROPFIND", "BREW", "GETS"] {
-            let method = Method::from_bytes(invented.as_bytes()).unwrap();
-            assert_eq!(method_label(&method), OTHER_METHOD, "{invented}");
-        }
-    }
 
     #[test]
     fn unrouted_requests_share_one_route_label() {

@@ -18,7 +18,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{metrics, readiness, routes as api, routes::stores, startup::AppState};
+use crate::{metrics, readiness, routes as api, routes::stores, state::AppState};
 
 /// The document's fixed part: info, tags and the problem schema.
 #[derive(OpenApi)]

@@ -1,13 +1,12 @@
 //! Every error the API sends: an RFC 9457 `application/problem+json` body
-//! (store-domain's [`Problem`]) with the request id and the path.
+//! (store-domain's [`Problem`], rendered by `service_kit::problem`) with
+//! the request id and the path.
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use store_domain::{
-    ApplyError, ErrorCode, PROBLEM_CONTENT_TYPE, Problem, ValidationErrors, VersionSource,
-};
+use store_domain::{ApplyError, ErrorCode, Problem, ValidationErrors, VersionSource};
 
 /// Why a request failed; turned into a problem body by [`ApiError::into_problem`].
 #[derive(Debug, thiserror::Error)]
@@ -90,50 +89,19 @@ impl From<db_failover::Error> for ApiError {
     }
 }
 
-/// Writes `problem` as an `application/problem+json` response.
-pub fn problem_response(problem: &Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(problem).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-    );
-    if problem.is_retryable() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
-}
-
-/// A problem waiting for its request id and path: the request-id layer
-/// (which knows both) completes it and writes the body.
-#[derive(Clone, Debug)]
-pub struct PendingProblem(pub Problem);
-
 impl IntoResponse for ApiError {
+    /// The problem as a response (`service_kit::problem`, completed with
+    /// the request's id and path by the request-id layer), with
+    /// `Retry-After: 1` when the request may be sent again.
     fn into_response(self) -> Response {
         let problem = self.into_problem("", "");
-        let mut response = problem_response(&problem);
-        response.extensions_mut().insert(PendingProblem(problem));
+        let retryable = problem.is_retryable();
+        let mut response = service_kit::problem::response(problem);
+        if retryable {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
-}
-
-/// Completes a response carrying a [`PendingProblem`] with the request's id
-/// and path; other responses pass unchanged.
-pub fn complete(response: Response, request_id: &str, instance: &str) -> Response {
-    let Some(PendingProblem(mut problem)) = response.extensions().get::<PendingProblem>().cloned()
-    else {
-        return response;
-    };
-    request_id.clone_into(&mut problem.request_id);
-    problem.instance = Some(instance.to_owned());
-    let mut completed = problem_response(&problem);
-    for name in [header::ALLOW, header::RETRY_AFTER] {
-        if let Some(value) = response.headers().get(&name) {
-            completed.headers_mut().insert(name, value.clone());
-        }
-    }
-    completed
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{
     fingerprint::KeySource,
-    startup::{AppState, CredentialSource},
+    state::{AppState, CredentialSource},
 };
 
 /// The readiness report.

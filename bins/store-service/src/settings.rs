@@ -1,40 +1,11 @@
 //! The service's configuration: one typed struct read from environment
 //! variables (or flags), `--help` listing every one.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
-
-/// A configuration value that must never be printed (a password, a token, a
-/// URL holding a password). `Debug` shows `[REDACTED]`.
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    /// The value itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self::new(s))
-    }
-}
+/// A configuration value that must never be printed (a password, a token,
+/// a URL holding a password): `service_kit`'s.
+pub use service_kit::Secret;
 
 /// Everything the service reads at start. Each field is a flag and an
 /// environment variable; secrets are [`Secret`]s and their environment

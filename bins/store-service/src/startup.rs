@@ -12,40 +12,13 @@ use vault_client::{
 };
 
 use crate::{
-    fingerprint::FingerprintKey, idempotency, metrics, request_id, routes as api,
-    secrets::SecretBox, settings::Settings, subject, timeout,
+    fingerprint::FingerprintKey,
+    idempotency, metrics, routes as api,
+    secrets::SecretBox,
+    settings::Settings,
+    state::{AppState, CredentialSource},
+    subject, timeout,
 };
-
-/// Where the database credentials came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CredentialSource {
-    /// Vault's database secrets engine (rotating).
-    Vault,
-    /// `DATABASE_URL`, because Vault was unreachable at start (degraded).
-    Fallback {
-        /// Why Vault was not used.
-        cause: String,
-    },
-}
-
-/// What every handler shares.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The database nodes.
-    pub cluster: Arc<Cluster>,
-    /// Transit for store secrets.
-    pub secrets: SecretBox,
-    /// The Vault client, when Vault is in use.
-    pub vault: Option<Client>,
-    /// The lease manager of the database credentials, when Vault is in use.
-    pub leases: Option<Arc<LeaseManager>>,
-    /// Where the credentials came from.
-    pub source: CredentialSource,
-    /// The key of `Idempotency-Key` fingerprints.
-    pub fingerprints: FingerprintKey,
-    /// The metrics registry's renderer.
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-}
 
 /// The built service: a bound listener and its router.
 #[derive(Debug)]
@@ -170,7 +143,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         ))
         // Outside the timeout, so a timed-out request (504) is counted too.
         .layer(middleware::from_fn(metrics::layer))
-        .layer(middleware::from_fn(request_id::layer))
+        .layer(middleware::from_fn(service_kit::request_id::layer))
         .with_state(state)
 }
 
@@ -211,7 +184,10 @@ async fn connect_vault(settings: &Settings) -> VaultStart {
         }
     };
     let deadline = tokio::time::Instant::now() + settings.vault_startup_timeout();
-    let mut delay = Duration::from_millis(250);
+    // 250 ms doubling to 5 s (breaker's back-off, the workspace's one).
+    let backoff =
+        breaker::ExponentialBackoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut attempts = 0;
     loop {
         let attempt = async {
             // TLS, namespace and the like from BAO_*/VAULT_* as vault-client
@@ -252,13 +228,14 @@ async fn connect_vault(settings: &Settings) -> VaultStart {
             }
             Err(error) => {
                 let now = tokio::time::Instant::now();
+                let delay = backoff.delay(attempts);
+                attempts += 1;
                 if now + delay >= deadline {
                     tracing::warn!(error = %format!("{error:#}"), "Vault unusable at start (unreachable, or the login or a read refused): falling back to DATABASE_URL");
                     return fallback(format!("Vault unusable at start: {error:#}"));
                 }
                 tracing::warn!(%error, retry_in = ?delay, "Vault not ready, retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -320,25 +297,8 @@ async fn purge_loop(state: AppState) {
     }
 }
 
-/// SIGTERM or ctrl-c.
+/// SIGTERM or ctrl-c (`service_kit::shutdown_signal`), logged.
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+    service_kit::shutdown_signal().await;
     tracing::info!("shutting down: draining requests in flight");
 }

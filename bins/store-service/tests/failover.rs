@@ -1,4 +1,5 @@
-//! The primary is killed, with writes in flight, and the replica promoted:
+//! The primary is killed, with writes in flight (one of them certainly:
+//! held on a table lock across the kill), and the replica promoted:
 //! the API recovers without a restart, answers 503 (never 500) for the
 //! writes the failure caught, and loses no acknowledged write
 //! (synchronous replication).
@@ -74,9 +75,68 @@ async fn primary_killed_replica_promoted() {
     while started.load(Ordering::Relaxed) < 60 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // One write certainly in flight at the kill: a lock the test holds on
+    // the table keeps its UPDATE waiting on the primary (seen waiting in
+    // pg_stat_activity) until the primary dies under it. It is a PUT, the
+    // only UPDATE in flight: the writers' INSERTs wait on the same lock and
+    // must not be mistaken for it.
+    let held_store = stack.create(json!({"name": "Held across the kill"})).await;
+    assert_eq!(held_store.status(), StatusCode::CREATED);
+    let held_store: Value = held_store.json().await.unwrap();
+    let held_url = stack.url(&format!(
+        "/api/stores/{}",
+        held_store["store"]["id"].as_str().unwrap()
+    ));
+    let blocker = stack.pg.admin_db(old, "stores").await.unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE stores IN SHARE MODE")
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let stack = Arc::clone(&stack);
+        async move {
+            let response = stack
+                .http
+                .put(held_url)
+                .json(&json!({"name": "Renamed across the kill", "version": 1}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.text().await.unwrap_or_default())
+        }
+    });
+    let watcher = stack.pg.admin_db(old, "stores").await.unwrap();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE stores %'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            !held.is_finished(),
+            "the held write was answered before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stack.pg.kill(old).await.unwrap();
+    drop((blocker, watcher));
     stack.pg.promote(new).await.unwrap();
     promoted.store(true, Ordering::Relaxed);
+    // The write the kill caught: its outcome is unknown, so 503 or 504
+    // (never a 201 the client cannot trust, never a 500).
+    let (status, body) = held.await.unwrap();
+    assert!(
+        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT,
+        "the write in flight when the primary died: {status}: {body}"
+    );
 
     let mut acknowledged = Vec::new();
     let mut failed = 0;
@@ -104,8 +164,18 @@ async fn primary_killed_replica_promoted() {
             "acknowledged store {id} lost ({failed} writes failed during the failover)"
         );
     }
-    let ready = stack.http.get(stack.url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    // Ready again on the new primary (a probe of the old one may still be
+    // timing out under load, so within a bound rather than at once).
+    testkit::eventually(
+        "/ready to answer 200 after the failover",
+        Duration::from_secs(30),
+        || {
+            let ready = stack.http.get(stack.url("/ready")).send();
+            async move { (ready.await.ok()?.status() == StatusCode::OK).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// Writes with an `Idempotency-Key`, each retried with its key until it

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use store_service::{Settings, startup::CredentialSource};
+use store_service::{CredentialSource, Settings};
 use testkit::{DatabaseEngine, OpenBao, PgCluster, ServiceAccountTokens};
 
 /// The stack, with a Kubernetes-style login at `k8s` for the

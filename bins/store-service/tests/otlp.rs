@@ -25,7 +25,7 @@ async fn spans_are_exported_with_the_remote_parent() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
-    let guard = store_service::telemetry::init("text", Some(&endpoint));
+    let guard = service_kit::telemetry::init("store-service", "text", Some(&endpoint));
     let stack = common::stack().await;
     // A trace id the collector must see, as raw bytes in the protobuf body.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -8,7 +8,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::{tools, workspace_root};
+use testkit::workspace_root;
+
+use crate::tools;
 
 /// `cargo xtask bench api`: not a bench target but an xtask command
 /// (`bench_api.rs`), since it needs the whole stack.

@@ -28,7 +28,9 @@ use testkit::{OpenBao, PgCluster};
 
 use crate::load::{self, Report, Response, Rng, Workload};
 use crate::stack::{self, APP, DATABASE};
-use crate::{tools, workspace_root};
+use testkit::workspace_root;
+
+use crate::tools;
 
 const USAGE: &str = "usage: cargo xtask bench api [--connections N] [--duration 10s] [--rows N] [--big-rows N] [--no-build]";
 
@@ -75,8 +77,11 @@ impl ApiOptions {
         if options.connections == 0 {
             bail!("--connections must be at least 1");
         }
-        if options.rows < options.connections as u64 {
-            bail!("--rows must be at least --connections (each PUT connection owns a row)");
+        if options.rows < 2 * options.connections as u64 {
+            bail!(
+                "--rows must be at least twice --connections (each PUT connection and each \
+                 pgbench client owns a row)"
+            );
         }
         if options.big_rows < options.rows {
             bail!("--big-rows must be at least --rows");
@@ -728,6 +733,8 @@ impl Pgbench {
             .arg(self.duration.as_secs().max(1).to_string())
             .arg("-D")
             .arg(format!("rows={rows}"))
+            // update.sql: the version before a client's first update.
+            .args(["-D", "p_version=0"])
             .arg("-f")
             .arg(self.scripts.join(script))
             .arg("-l")

@@ -11,11 +11,14 @@
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
 //!   `cargo xtask bench api` loads store-service against pgbench.
+//! - `cargo xtask coverage [PACKAGE...]`: line coverage per library crate and
+//!   service binary (cargo-tarpaulin), against their goals.
 //! - `cargo xtask tools`: installs what is missing, prints `export` lines.
 
 mod bench;
 mod bench_api;
 mod bench_gateway;
+mod coverage;
 mod failover;
 mod files;
 mod load;
@@ -51,7 +54,10 @@ commands:
                                    store-service under load vs pgbench (same SQL, same database)
   bench gateway [--connections N] [--duration 10s] [--rows N] [--no-build]
                                    GET by id: direct vs through the gateway vs through nginx
-  tools                            install what is missing; print `export` lines for PG_BINDIR and BAO_BIN";
+  coverage [PACKAGE...]            line coverage of each library crate (goal 85 %) and service binary (75 %) with
+                                   cargo-tarpaulin (installed on first use), each package's tests alone, then its
+                                   doctests; prints a table, fails under a goal
+  tools                            install what is missing; print `export` lines for PG_BINDIR, BAO_BIN, NATS_SERVER_BIN";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -95,6 +101,7 @@ fn run() -> anyhow::Result<()> {
         "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
+        "coverage" => coverage::run(&rest),
         "tools" => {
             // For scripts: `eval "$(cargo xtask tools)"`.
             for (key, value) in tools::ensure()?.env() {
@@ -110,19 +117,9 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-/// The workspace root (xtask lives in `bins/xtask`).
-fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .map(PathBuf::from)
-        .unwrap_or(manifest)
-}
-
 /// `--dir DIR` among `args`, else `./.stack` at the workspace root.
 fn stack_dir(args: &[String]) -> anyhow::Result<PathBuf> {
-    let mut dir = workspace_root().join(".stack");
+    let mut dir = testkit::workspace_root().join(".stack");
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {

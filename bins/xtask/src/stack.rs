@@ -19,7 +19,9 @@ use serde_json::json;
 use testkit::{DatabaseEngine, OpenBao, PgCluster};
 
 use crate::files::{ENV_FILE, PID_FILE, running_pid};
-use crate::{tools, workspace_root};
+use testkit::workspace_root;
+
+use crate::tools;
 
 /// The services `up` starts when their crate exists in `bins/`, with the
 /// port each listens on.
@@ -28,28 +30,11 @@ const SERVICES: [(&str, u16); 2] = [("store-service", 3000), ("gateway", 8080)];
 const PG_PORTS: [u16; 2] = [15432, 15433];
 const BAO_PORT: u16 = 8200;
 pub(crate) const DATABASE: &str = "stores";
-const TRANSIT_KEY: &str = "store-secrets";
 pub(crate) const APP: &str = "store-service";
 /// The gateway's configuration file in the stack folder.
 pub(crate) const GATEWAY_CONFIG: &str = "gateway.toml";
 /// OpenBao's address and token issuer, for `cargo xtask token`.
 const OIDC_FILE: &str = "oidc.json";
-
-/// The Vault policy of the services: their own KV secrets, their Transit
-/// key (encrypt, decrypt, rewrap and the HMAC that derives the
-/// idempotency fingerprint key), their database credentials and the
-/// renewal of their leases.
-const POLICY: &str = r#"
-path "secret/data/store-service/*"     { capabilities = ["read"] }
-path "secret/metadata/store-service/*" { capabilities = ["read", "list"] }
-path "transit/encrypt/store-secrets"   { capabilities = ["update"] }
-path "transit/decrypt/store-secrets"   { capabilities = ["update"] }
-path "transit/rewrap/store-secrets"    { capabilities = ["update"] }
-path "transit/hmac/store-secrets"      { capabilities = ["update"] }
-path "database/creds/store-service"    { capabilities = ["read"] }
-path "sys/leases/renew"                { capabilities = ["update"] }
-path "sys/leases/revoke"               { capabilities = ["update"] }
-"#;
 
 /// What `up` was asked for.
 pub(crate) struct UpOptions {
@@ -275,8 +260,11 @@ pub(crate) async fn configure_bao(
     bao.enable_kv2("secret").await?;
     point_bao_at_primary(pg, bao).await?;
     bao.enable_transit("transit").await?;
-    bao.create_transit_key("transit", TRANSIT_KEY).await?;
-    bao.write_policy(APP, POLICY).await?;
+    bao.create_transit_key("transit", testkit::STORE_TRANSIT_KEY)
+        .await?;
+    // The production policy (deploy/vault/policies), as the tests use it.
+    let policy = testkit::workspace_file(testkit::STORE_SERVICE_POLICY_FILE)?;
+    bao.write_policy(APP, &policy).await?;
     let approle = bao
         .enable_approle(APP, &[APP], Duration::from_secs(3600))
         .await?;

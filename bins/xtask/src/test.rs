@@ -5,7 +5,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::{tools, workspace_root};
+use testkit::workspace_root;
+
+use crate::tools;
 
 /// Runs `cargo test --workspace --all-targets` and then the doctests
 /// (`--all-targets` leaves them out). `args` go to both runs.

@@ -17,17 +17,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use testkit::{DatabaseEngine, OidcIssuer, OpenBao, PgCluster};
-use tokio::process::{Child, Command};
+use testkit::{DatabaseEngine, OidcIssuer, OpenBao, PgCluster, Service, ServiceCommand};
 
 const DATABASE: &str = "stores";
-const APP: &str = "store-service";
 /// The OIDC client id (the tokens' `aud`) deploy/vault/setup.sh fixes and
 /// the gateway's production configuration expects.
 const CLIENT_ID: &str = "store-platform-api";
@@ -37,49 +33,8 @@ const CLUSTER_BAO: &str = "https://openbao.openbao.svc:8200";
 /// cluster's comes from the Secret `gateway-queue-key`).
 const QUEUE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("bins/xtask is two levels down")
-        .to_path_buf()
-}
-
 fn read(relative: &str) -> String {
-    let path = workspace_root().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// `cargo build -p store-service -p gateway`, once, with this test's
-/// target directory and profile (cargo gives a package's tests only its
-/// own binaries); returns the profile directory holding both.
-fn service_binaries() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = std::process::Command::new(cargo);
-        command
-            .args(["build", "--quiet", "-p", "store-service", "-p", "gateway"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(workspace_root());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            command.arg("--release");
-        }
-        let status = command.status().expect("cargo runs");
-        assert!(
-            status.success(),
-            "cargo build of the services failed: {status}"
-        );
-        profile_dir
-    })
-    .clone()
+    testkit::workspace_file(relative).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The metric names deploy/metrics-used.txt lists, with where each is used.
@@ -123,59 +78,14 @@ fn is_exported(name: &str, names: &BTreeSet<String>) -> bool {
             .any(|suffix| names.contains(&format!("{name}{suffix}")))
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str, child: &mut Child, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().expect("checking the process") {
-            panic!("{what} exited before it was ready: {status}");
-        }
-        if let Ok(r) = http.get(url).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} was not ready within 120 s ({url})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// OpenBao as deploy/vault/setup.sh configures it (AppRole instead of
-/// Kubernetes auth, which needs a cluster): KV, Transit, the database
-/// engine, the production policy, and the token issuer with the fixed
-/// client id.
+/// Kubernetes auth, which needs a cluster): testkit's store-service set-up
+/// (KV, Transit, the database engine, the production policy) and the token
+/// issuer with the fixed client id.
 async fn configure_bao(pg: &PgCluster, bao: &OpenBao) -> (testkit::AppRoleCredentials, OidcIssuer) {
-    bao.enable_kv2("secret").await.expect("kv");
-    bao.kv_put(
-        "secret",
-        "store-service/database",
-        json!({ "dbname": DATABASE }),
-    )
-    .await
-    .expect("kv put");
-    bao.enable_transit("transit").await.expect("transit");
-    bao.create_transit_key("transit", "store-secrets")
+    let approle = testkit::configure_store_service(bao, pg, &DatabaseEngine::default())
         .await
-        .expect("transit key");
-    bao.configure_database(
-        pg,
-        &DatabaseEngine {
-            role: APP.into(),
-            database: DATABASE.into(),
-            ..DatabaseEngine::default()
-        },
-    )
-    .await
-    .expect("database engine");
-    bao.write_policy(APP, &read("deploy/vault/policies/store-service.hcl"))
-        .await
-        .expect("the production policy is accepted");
-    let approle = bao
-        .enable_approle(APP, &[APP], Duration::from_secs(3600))
-        .await
-        .expect("approle");
+        .expect("OpenBao set up for store-service with the production policy");
     // setup.sh's issuer: the key, then role `api` with a fixed client id,
     // then testkit's (idempotent) set-up, which keeps that client id.
     bao.call(
@@ -243,73 +153,41 @@ fn gateway_config(dir: &Path, bao: &OpenBao, issuer: &OidcIssuer) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     let used = used_metrics();
-    let bins = tokio::task::spawn_blocking(service_binaries)
-        .await
-        .expect("build task");
+    let (store_binary, gateway_binary) = tokio::task::spawn_blocking(|| {
+        (
+            testkit::build_binary("store-service").expect("store-service builds"),
+            testkit::build_binary("gateway").expect("the gateway builds"),
+        )
+    })
+    .await
+    .expect("build task");
     let tmp = tempfile::tempdir().expect("temp dir");
 
     let pg = PgCluster::start(1).await.expect("PostgreSQL starts");
-    pg.create_database(DATABASE).await.expect("database");
     let bao = OpenBao::start().await.expect("OpenBao starts");
-
     // The migrate Job's command.
-    let migrated = Command::new(bins.join("store-service"))
-        .arg("migrate")
-        .env(
-            "MIGRATION_DATABASE_URL",
-            pg.superuser_url(pg.primary(), DATABASE),
-        )
-        .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
-        .status()
+    testkit::migrate_store(&store_binary, &pg, DATABASE)
         .await
-        .expect("store-service migrate runs");
-    assert!(migrated.success(), "store-service migrate failed");
+        .expect("store-service migrate");
     let (approle, issuer) = configure_bao(&pg, &bao).await;
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
+    let http = testkit::http_client().expect("http client");
 
     // store-service with the variables of deploy/k8s/base/store-service.
     let store_port = testkit::free_port().expect("free port");
-    let replicas: Vec<String> = pg
-        .replicas()
-        .into_iter()
-        .map(|id| format!("127.0.0.1:{}", pg.node(id).port()))
-        .collect();
-    let mut store = Command::new(bins.join("store-service"))
-        .env("PORT", store_port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("BAO_ADDR", bao.addr())
-        .env("BAO_ROLE_ID", &approle.role_id)
-        .env("BAO_SECRET_ID", &approle.secret_id)
-        .env(
-            "DB_PRIMARY",
-            format!("127.0.0.1:{}", pg.node(pg.primary()).port()),
-        )
-        .env("DB_REPLICAS", replicas.join(","))
-        .env("DB_NAME", DATABASE)
-        .env("DB_MAX_CONNECTIONS", "4")
-        .env("VAULT_DB_ROLE", APP)
-        .env("TRANSIT_KEY", "store-secrets")
-        .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("VAULT_ADDR")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("store-service starts");
     let store_url = format!("http://127.0.0.1:{store_port}");
-    wait_ready(
-        &http,
-        &format!("{store_url}/ready"),
-        &mut store,
-        "store-service",
+    let command = testkit::store_service_command(
+        &store_binary,
+        store_port,
+        &pg,
+        &bao,
+        &approle,
+        &DatabaseEngine::default(),
     )
-    .await;
+    .env("DB_MAX_CONNECTIONS", "4");
+    let _store = Service::start(command, format!("{store_url}/ready"))
+        .await
+        .expect("store-service starts");
     let ready: Value = http
         .get(format!("{store_url}/ready"))
         .send()
@@ -327,27 +205,21 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     // queue key from the environment (`queue_key_source = "env"`), as the
     // Deployment gives it from the Secret `gateway-queue-key`.
     let gateway_port = testkit::free_port().expect("free port");
-    let mut gateway = Command::new(bins.join("gateway"))
-        .env("GATEWAY_CONFIG", gateway_config(tmp.path(), &bao, &issuer))
-        .env("GATEWAY_QUEUE_KEY", QUEUE_KEY)
-        .env("PORT", gateway_port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("STORE_SERVICE_URL", &store_url)
-        .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
-        .env_remove("PAGERDUTY_ROUTING_KEY")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("gateway starts");
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
-    wait_ready(
-        &http,
-        &format!("{gateway_url}/ready"),
-        &mut gateway,
-        "gateway",
+    let _gateway = Service::start(
+        ServiceCommand::new(&gateway_binary)
+            .env("GATEWAY_CONFIG", gateway_config(tmp.path(), &bao, &issuer))
+            .env("GATEWAY_QUEUE_KEY", QUEUE_KEY)
+            .env("PORT", gateway_port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("STORE_SERVICE_URL", &store_url)
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .env_remove("PAGERDUTY_ROUTING_KEY"),
+        format!("{gateway_url}/ready"),
     )
-    .await;
+    .await
+    .expect("the gateway starts");
 
     // A few requests, so that request, auth and pool metrics exist.
     let token = bao
@@ -381,38 +253,48 @@ async fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
     }
 
     // Probes run every second: give the gauges they set a few rounds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let missing = loop {
-        let mut names = BTreeSet::new();
-        for url in [&store_url, &gateway_url] {
-            let text = http
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .expect("/metrics")
-                .text()
-                .await
-                .expect("/metrics text");
-            names.extend(exported(&text));
+    let scrape = || {
+        let http = http.clone();
+        let urls = [store_url.clone(), gateway_url.clone()];
+        async move {
+            let mut names = BTreeSet::new();
+            for url in urls {
+                let text = http
+                    .get(format!("{url}/metrics"))
+                    .send()
+                    .await
+                    .expect("/metrics")
+                    .text()
+                    .await
+                    .expect("/metrics text");
+                names.extend(exported(&text));
+            }
+            names
         }
-        let missing: Vec<(&String, &String)> = used
-            .iter()
-            .filter(|(name, _)| !is_exported(name, &names))
-            .collect();
-        if missing.is_empty() || tokio::time::Instant::now() > deadline {
-            break missing
-                .into_iter()
-                .map(|(name, uses)| format!("  {name} (used by {uses})"))
-                .collect::<Vec<_>>();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert!(
-        missing.is_empty(),
-        "metrics used by deploy/'s alert rules or dashboard that neither store-service nor \
-         the gateway exports:\n{}",
-        missing.join("\n")
-    );
+    let missing = |names: &BTreeSet<String>| -> Vec<String> {
+        used.iter()
+            .filter(|(name, _)| !is_exported(name, names))
+            .map(|(name, uses)| format!("  {name} (used by {uses})"))
+            .collect()
+    };
+    let all = testkit::eventually(
+        "every used metric to be exported",
+        Duration::from_secs(30),
+        || {
+            let names = scrape();
+            async { Some(names.await).filter(|names| missing(names).is_empty()) }
+        },
+    )
+    .await;
+    if let Err(timeout) = all {
+        let missing = missing(&scrape().await);
+        panic!(
+            "{timeout}: metrics used by deploy/'s alert rules or dashboard that neither \
+             store-service nor the gateway exports:\n{}",
+            missing.join("\n")
+        );
+    }
 }
 
 #[test]

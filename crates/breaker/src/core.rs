@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::backoff::JitterSource;
 use crate::classify::Outcome;
 use crate::clock::{Clock, Timeline, nanos};
 use crate::error::{RejectReason, Rejected};
@@ -178,8 +177,6 @@ pub(crate) struct Shared {
     pub(crate) policy: Policy,
     /// Time.
     pub(crate) timeline: Timeline,
-    /// Jitter for the back-off.
-    jitter: JitterSource,
     /// Event subscribers.
     events: broadcast::Sender<Event>,
     /// Woken on every transition and freed probe slot (tower back-pressure).
@@ -216,7 +213,6 @@ impl Shared {
             name,
             policy,
             timeline: Timeline::new(clock),
-            jitter: JitterSource::new(),
             events,
             changed: Notify::new(),
         }
@@ -314,10 +310,10 @@ impl Shared {
     /// The open state that follows `word` (closed or half-open) at `now`,
     /// with the back-off's next wait.
     fn reopen(&self, word: Word, now: u64) -> Word {
-        let wait =
-            self.policy
-                .backoff
-                .wait(self.policy.open_wait, word.streak, self.jitter.next_unit());
+        let wait = self
+            .policy
+            .backoff
+            .wait(self.policy.open_wait, word.streak, fastrand::f64());
         let until = now.saturating_add(nanos(wait));
         word.next(
             State::Open,

@@ -1,6 +1,9 @@
 //! Durations written as text in configuration files: `250ms`, `10s`, `1.5m`,
-//! `2h` (units `ns`, `us`, `ms`, `s`, `m`, `h`).
+//! `2h` (units `ns`, `us`, `ms`, `s`, `m`, `h`), and [`DurationText`], which
+//! also takes a bare number of seconds.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
@@ -62,6 +65,83 @@ pub(crate) fn format(duration: Duration) -> String {
         "0s".to_owned()
     } else {
         format!("{nanos}ns")
+    }
+}
+
+/// A duration in a configuration file: text such as `250ms`, `10s`, `1.5m`
+/// or `2h` (units `ns`, `us`, `ms`, `s`, `m` or `min`, `h`), or a bare number
+/// of seconds (`3`, `"3"`, `"1.5"`). Policy files are stricter: their
+/// durations need a unit.
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker::DurationText;
+///
+/// let parsed: DurationText = "1.5m".parse()?;
+/// assert_eq!(parsed.0, Duration::from_secs(90));
+/// assert_eq!("3".parse::<DurationText>()?.0, Duration::from_secs(3));
+/// assert!("5 parsecs".parse::<DurationText>().is_err());
+/// assert_eq!(parsed.to_string(), "90s");
+/// # Ok::<(), breaker::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DurationText(pub Duration);
+
+impl FromStr for DurationText {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let bare = !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if bare {
+            parse(&format!("{trimmed}s"))
+                .map(DurationText)
+                .map_err(|_| ConfigError::Duration(text.to_owned()))
+        } else {
+            parse(text).map(DurationText)
+        }
+    }
+}
+
+impl fmt::Display for DurationText {
+    /// The largest unit that keeps it exact (`90s`, `1500ms`, `2m`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format(self.0))
+    }
+}
+
+impl From<Duration> for DurationText {
+    fn from(duration: Duration) -> Self {
+        DurationText(duration)
+    }
+}
+
+impl From<DurationText> for Duration {
+    fn from(text: DurationText) -> Self {
+        text.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    /// A whole number of seconds, or text.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(seconds) => Ok(DurationText(Duration::from_secs(seconds))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl serde::Serialize for DurationText {
+    /// As text that reads back the same.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize(&self.0, serializer)
     }
 }
 
@@ -159,5 +239,50 @@ mod tests {
         }
         assert_eq!(format(Duration::from_secs(120)), "2m");
         assert_eq!(format(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn duration_text_also_takes_bare_seconds() {
+        for (text, expected) in [
+            ("250ms", 250),
+            ("10s", 10_000),
+            ("1.5m", 90_000),
+            ("2h", 7_200_000),
+            ("3", 3000),
+            (" 1.5 ", 1500),
+            ("2min", 120_000),
+        ] {
+            let parsed: DurationText = text.parse().unwrap();
+            assert_eq!(parsed.0.as_millis(), expected, "{text}");
+        }
+        for text in ["", "5 parsecs", "-1s", "-1", ".", "1.2.3", "ten"] {
+            let error = text.parse::<DurationText>().unwrap_err();
+            assert!(error.to_string().contains(text), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn duration_text_in_serde() {
+        #[derive(Deserialize, serde::Serialize)]
+        struct File {
+            wait: DurationText,
+        }
+        let read = |json: &str| serde_json::from_str::<File>(json).map(|file| file.wait.0);
+        assert_eq!(read(r#"{"wait": 7}"#).unwrap(), Duration::from_secs(7));
+        assert_eq!(read(r#"{"wait": "7"}"#).unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            read(r#"{"wait": "250ms"}"#).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(read(r#"{"wait": -7}"#).is_err());
+        let error = read(r#"{"wait": "ten"}"#).unwrap_err().to_string();
+        assert!(error.contains("ten"), "{error}");
+        let file = File {
+            wait: DurationText(Duration::from_millis(1500)),
+        };
+        assert_eq!(
+            serde_json::to_string(&file).unwrap(),
+            r#"{"wait":"1500ms"}"#
+        );
     }
 }

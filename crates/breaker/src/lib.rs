@@ -6,9 +6,10 @@
 //! - `core.rs`: the shared state machine, lock-free on the call path.
 //! - `state.rs`: the packed state word; `stripes.rs`: striped counters;
 //!   `window.rs`: count and time windows.
-//! - [`Policy`] (`policy.rs`), [`Preset`] (`preset.rs`), [`Backoff`]
-//!   (`backoff.rs`); `policy_file.rs` and `duration_text.rs` read them from
-//!   configuration files (feature `serde`).
+//! - [`Policy`] (`policy.rs`), [`Preset`] (`preset.rs`), [`Backoff`] and
+//!   the workspace's one back-off, [`ExponentialBackoff`] (`backoff.rs`);
+//!   `policy_file.rs` and `duration_text.rs` (with `DurationText`) read
+//!   them from configuration files (feature `serde`).
 //! - [`Permit`] (`permit.rs`), [`Classify`] (`classify.rs`), errors
 //!   (`error.rs`), [`Snapshot`] (`snapshot.rs`), [`Event`] (`event.rs`),
 //!   [`Registry`] (`registry.rs`), [`Clock`] (`clock.rs`).
@@ -40,12 +41,14 @@ mod stripes;
 mod tower_layer;
 mod window;
 
-pub use crate::backoff::Backoff;
+pub use crate::backoff::{Backoff, ExponentialBackoff};
 pub use crate::breaker::Breaker;
 pub use crate::classify::{
     AnyError, Classify, HttpClassifier, HttpStatus, Outcome, http_status_outcome,
 };
 pub use crate::clock::{Clock, ManualClock, TokioClock};
+#[cfg(feature = "serde")]
+pub use crate::duration_text::DurationText;
 pub use crate::error::{CallError, ConfigError, RejectReason, Rejected};
 pub use crate::event::{Event, Events, Reason};
 #[cfg(feature = "metrics")]

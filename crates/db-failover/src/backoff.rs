@@ -1,9 +1,12 @@
 //! Retry timing: exponential back-off with full jitter under an overall
-//! deadline, on tokio's clock so tests can pause it.
+//! deadline, on tokio's clock so tests can pause it. The back-off itself is
+//! the workspace's one, [`breaker::ExponentialBackoff`]; this module holds
+//! the settings ([`RetryPolicy`]) and the operation's [`Deadline`].
 
 use std::future::Future;
 use std::time::Duration;
 
+use breaker::ExponentialBackoff;
 use tokio::time::Instant;
 
 /// How failed attempts are retried.
@@ -36,18 +39,23 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The workspace's back-off with these settings: from `base` to `cap`,
+    /// doubling, full jitter.
+    pub fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBackoff::new(self.base, self.cap)
+            .multiplier(2.0)
+            .jitter(1.0)
+    }
+
     /// The upper bound of the pause after failed attempt `attempt`:
     /// `min(cap, base · 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
+        self.backoff().ceiling(attempt)
     }
 
     /// A pause drawn uniformly from `[0, ceiling(attempt)]`.
     pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.u64(0..=nanos))
+        self.backoff().delay_with(attempt, rng.f64())
     }
 }
 
@@ -79,11 +87,6 @@ impl Deadline {
         self.at.saturating_duration_since(Instant::now())
     }
 
-    /// Whether it has passed.
-    pub(crate) fn expired(&self) -> bool {
-        Instant::now() >= self.at
-    }
-
     /// The whole budget it was created with.
     pub(crate) fn budget(&self) -> Duration {
         self.budget
@@ -105,15 +108,10 @@ pub(crate) async fn pause(
     rng: &mut fastrand::Rng,
     wake: impl Future<Output = ()>,
 ) -> bool {
-    if deadline.expired() {
-        return false;
-    }
-    let delay = policy.delay(attempt, rng).min(deadline.remaining());
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => {}
-        _ = wake => {}
-    }
-    !deadline.expired()
+    policy
+        .backoff()
+        .pause(attempt, rng.f64(), Some(deadline.instant()), wake)
+        .await
 }
 
 #[cfg(test)]
@@ -124,7 +122,7 @@ mod tests {
     async fn a_huge_budget_does_not_overflow_the_clock() {
         let deadline = Deadline::after(Duration::MAX);
         assert_eq!(deadline.budget(), Duration::MAX);
-        assert!(!deadline.expired());
+        assert!(!deadline.remaining().is_zero());
         assert!(deadline.remaining() >= FAR_FUTURE - Duration::from_secs(1));
         let policy = RetryPolicy::default();
         let mut rng = fastrand::Rng::with_seed(7);
@@ -159,11 +157,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deadline_follows_tokio_time() {
         let deadline = Deadline::after(Duration::from_secs(2));
-        assert!(!deadline.expired());
+        assert!(!deadline.remaining().is_zero());
         tokio::time::advance(Duration::from_millis(1500)).await;
         assert_eq!(deadline.remaining(), Duration::from_millis(500));
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(deadline.expired());
         assert_eq!(deadline.remaining(), Duration::ZERO);
         assert_eq!(deadline.budget(), Duration::from_secs(2));
     }

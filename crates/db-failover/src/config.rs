@@ -312,7 +312,8 @@ impl Config {
         if self.probe.failure_threshold == 0 {
             return bad("probe.failure_threshold is zero");
         }
-        if self.retry.base > self.retry.cap {
+        // Doubling and full jitter are fixed: only `base <= cap` can fail.
+        if self.retry.backoff().validate().is_err() {
             return bad("retry.base is larger than retry.cap");
         }
         Ok(())

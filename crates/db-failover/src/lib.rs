@@ -10,7 +10,8 @@
 //! - `topology`: the pure state machine from observations to a primary,
 //!   readable replicas, a generation and events.
 //! - `classify`: what an error says about the node and the request.
-//! - `backoff`: exponential back-off with full jitter, deadlines.
+//! - `backoff`: retry settings on breaker's `ExponentialBackoff` (full
+//!   jitter), deadlines.
 //! - `cluster`: the handle, routing, connections and retried operations.
 //! - `events`, `health`, `lsn`, `error`, `metrics`.
 

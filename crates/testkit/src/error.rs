@@ -59,6 +59,20 @@ pub enum Error {
         /// How long it was awaited.
         after: Duration,
     },
+    /// A service did not answer its readiness URL with 200 in time.
+    #[error("{what} was not ready at {url} within {after:?}; last lines of {log}:\n{tail}")]
+    NotReady {
+        /// Which service.
+        what: String,
+        /// Its readiness URL.
+        url: String,
+        /// How long it was awaited.
+        after: Duration,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of the log file.
+        tail: String,
+    },
     /// A PostgreSQL query issued by testkit failed.
     #[error("PostgreSQL: {context}: {source}")]
     Postgres {
@@ -77,6 +91,15 @@ pub enum Error {
         /// The API path.
         path: String,
         /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A NATS server's monitoring endpoint could not be reached or read.
+    #[error("NATS monitoring {url}: {source}")]
+    Monitor {
+        /// The monitoring URL.
+        url: String,
+        /// The transport or decoding error.
         #[source]
         source: reqwest::Error,
     },

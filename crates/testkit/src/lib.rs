@@ -5,26 +5,40 @@ mod error;
 mod folder;
 mod kubernetes;
 pub mod migrations;
+mod nats;
 mod oidc;
 mod openbao;
+mod platform;
 mod ports;
 mod postgres;
 mod process;
+mod service;
 pub mod timeline;
 
 use std::path::Path;
 
-pub use binaries::{BAO_INSTALL, POSTGRES_INSTALL, bao_binary, find_in_path, postgres_bindir};
+pub use binaries::{
+    BAO_INSTALL, NATS_INSTALL, POSTGRES_INSTALL, bao_binary, find_in_path, nats_server_binary,
+    postgres_bindir,
+};
 pub use error::{Error, Result};
 pub use kubernetes::ServiceAccountTokens;
-pub use oidc::{OidcClient, OidcIssuer};
+pub use nats::{MetaCluster, MetaPeer, NATS_CLUSTER_NAME, NatsCluster, NatsClusterBuilder};
+pub use oidc::{OidcClient, OidcIssuer, jwt_subject};
 pub use openbao::{AppRoleCredentials, DatabaseEngine, OpenBao, OpenBaoBuilder, http_client};
+pub use platform::{
+    STORE_SERVICE_POLICY_FILE, STORE_TRANSIT_KEY, configure_store_service, migrate_store,
+    store_service_command,
+};
 pub use ports::free_port;
 pub use postgres::{
     NodeId, PgCluster, PgClusterBuilder, PgNode, REPLICATION_USER, SUPERUSER, quote_ident,
     quote_literal,
 };
 pub use process::log_tail;
+pub use service::{
+    READY_WITHIN, Service, ServiceCommand, build_binary, eventually, workspace_file, workspace_root,
+};
 
 use error::IoContext;
 

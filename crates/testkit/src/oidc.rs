@@ -295,3 +295,38 @@ impl OidcClient {
         Self::text(&token, "/data/token", "identity/oidc/token")
     }
 }
+
+/// The `sub` claim of a JWT, read without verifying the signature: what a
+/// test compares with the subject the services recorded (the audit trail's
+/// `actor`, a queued write's owner).
+pub fn jwt_subject(token: &str) -> Result<String> {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let not_a_jwt = |why: &str| Error::Usage(format!("not a JWT: {why}"));
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| not_a_jwt("no payload"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| not_a_jwt("the payload is not base64url"))?;
+    let claims: Value =
+        serde_json::from_slice(&bytes).map_err(|_| not_a_jwt("the payload is not JSON"))?;
+    claims["sub"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| not_a_jwt("no `sub` claim"))
+}
+
+#[cfg(test)]
+mod subject_tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_is_read_from_the_payload() {
+        // {"alg":"none"} . {"sub":"alice","scope":"x"} . (no signature)
+        let token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsInNjb3BlIjoieCJ9.";
+        assert_eq!(jwt_subject(token).unwrap(), "alice");
+        assert!(jwt_subject("no-dots").is_err());
+        assert!(jwt_subject("a.!!!.c").is_err());
+    }
+}

@@ -146,9 +146,15 @@ impl ServerProcess {
         rustix::process::kill_process_group(self.pgid, signal)
             .map_err(std::io::Error::from)
             .context(|| format!("sending {signal:?} to {}", self.what))?;
-        for pid in tree {
+        for pid in &tree {
             // A child may have exited in the meantime; that is fine.
-            let _ = rustix::process::kill_process(pid, signal);
+            let _ = rustix::process::kill_process(*pid, signal);
+        }
+        if signal == Signal::STOP {
+            // kill(2) only queues the stop: a thread running on another
+            // core may still finish the answer it is writing. Return once
+            // every thread of the tree is stopped, so that "frozen" holds.
+            wait_stopped(std::iter::once(self.pgid).chain(tree));
         }
         Ok(())
     }
@@ -246,6 +252,30 @@ fn spawn_watcher(pgid: Pid) -> Result<(Child, ChildStdin)> {
 
 /// Every live process descended from `root`, found by reading the parent
 /// pid of each process in `/proc`.
+/// Waits (at most 2 s) until every thread of `pids` is stopped (state `T`
+/// or `t` in `/proc/<pid>/task/<tid>/stat`); threads that exited count as
+/// stopped.
+fn wait_stopped(pids: impl Iterator<Item = Pid>) {
+    let pids: Vec<i32> = pids.map(|p| p.as_raw_nonzero().get()).collect();
+    let stopped = |pid: i32| {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.filter_map(Result::ok).all(|task| {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                return true;
+            };
+            stat.rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next())
+                .is_none_or(|state| matches!(state, "T" | "t" | "Z" | "X"))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !pids.iter().all(|&pid| stopped(pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn descendants(root: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -11,6 +11,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use breaker::ExponentialBackoff;
+
 use crate::config::ConfigError;
 use crate::error::{Delivery, Error};
 
@@ -44,6 +46,10 @@ pub(crate) fn may_retry(error: &Error, idempotence: Idempotence) -> bool {
 
 /// Exponential back-off with jitter: attempt `n` (from 0) waits
 /// `min(max, initial * multiplier^n)`, minus up to `jitter` of it at random.
+///
+/// The settings of the workspace's one back-off,
+/// [`breaker::ExponentialBackoff`] ([`Backoff::curve`]), which computes
+/// every wait.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// The first wait.
@@ -69,6 +75,14 @@ impl Default for Backoff {
     }
 }
 
+impl From<Backoff> for ExponentialBackoff {
+    fn from(backoff: Backoff) -> Self {
+        ExponentialBackoff::new(backoff.initial, backoff.max)
+            .multiplier(backoff.multiplier)
+            .jitter(backoff.jitter)
+    }
+}
+
 impl Backoff {
     /// A back-off from `initial` to `max`, doubling, with 50 % jitter.
     pub fn new(initial: Duration, max: Duration) -> Self {
@@ -79,42 +93,35 @@ impl Backoff {
         }
     }
 
+    /// The workspace's back-off with these settings.
+    pub fn curve(&self) -> ExponentialBackoff {
+        ExponentialBackoff::from(*self)
+    }
+
     /// The wait before retry `attempt` (0 for the first retry), given a
     /// random number `unit` in `[0, 1)`.
     pub fn delay_with(&self, attempt: u32, unit: f64) -> Duration {
-        let exp = self.multiplier.powi(attempt.min(64) as i32);
-        let full = self.initial.as_secs_f64() * exp;
-        let capped = if full.is_finite() {
-            full.min(self.max.as_secs_f64())
-        } else {
-            self.max.as_secs_f64()
-        };
-        let unit = unit.clamp(0.0, 1.0);
-        Duration::from_secs_f64((capped * (1.0 - self.jitter * unit)).max(0.0))
+        self.curve().delay_with(attempt, unit)
     }
 
     /// The wait before retry `attempt`, with fresh randomness.
     pub fn delay(&self, attempt: u32) -> Duration {
-        self.delay_with(attempt, fastrand::f64())
+        self.curve().delay(attempt)
     }
 
+    /// Checks the settings: `0 < initial <= max`, a multiplier of at least
+    /// 1 and a jitter between 0 and 1.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        let bad = |reason: &str| {
-            Err(ConfigError::Setting {
-                setting: "backoff",
-                reason: reason.to_owned(),
-            })
+        let bad = |reason: String| ConfigError::Setting {
+            setting: "backoff",
+            reason,
         };
-        if self.initial.is_zero() || self.initial > self.max {
-            return bad("need 0 < initial <= max");
+        if self.initial.is_zero() {
+            return Err(bad("need 0 < initial <= max".to_owned()));
         }
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return bad("multiplier must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&self.jitter) {
-            return bad("jitter must be between 0 and 1");
-        }
-        Ok(())
+        self.curve()
+            .validate()
+            .map_err(|error| bad(error.to_string()))
     }
 }
 

@@ -169,14 +169,17 @@ pub(crate) fn next_step(
             ..
         } => {
             let due = policy.due(since, ttl, unit);
-            if renewable && !exhausted {
+            // A token that cannot be replaced (a configured token) and is
+            // past its expiry is announced as expired, even when renewal
+            // was still planned: a renewal granting 0 s, or renewals that
+            // failed until the TTL ran out, end there too. The loop
+            // announces each token's expiry once.
+            if renewable && !exhausted && (can_login || now < at) {
                 Some((due, Step::Renew))
             } else if can_login {
                 Some((due, Step::Login))
-            } else if now < at {
-                Some((at, Step::Expire))
             } else {
-                None
+                Some((at.max(now), Step::Expire))
             }
         }
     }
@@ -445,13 +448,16 @@ pub(crate) async fn run<A: Authority>(
 ) {
     let mut failures: u32 = 0;
     let mut retry_at: Option<Instant> = None;
+    // The generation whose expiry was announced (once per token).
+    let mut expired: Option<u64> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let state = cell.current();
         let now = Instant::now();
-        let planned = next_step(&state, authority.can_login(), &policy, now, fastrand::f64());
+        let planned = next_step(&state, authority.can_login(), &policy, now, fastrand::f64())
+            .filter(|&(_, step)| step != Step::Expire || expired != Some(state.generation));
         let planned = match (planned, retry_at) {
             (Some((at, step)), Some(retry)) => Some((at.max(retry), step)),
             (planned, _) => planned,
@@ -470,6 +476,7 @@ pub(crate) async fn run<A: Authority>(
         }
         let outcome = match step {
             Step::Expire => {
+                expired = Some(state.generation);
                 crate::metrics::token_ttl(Some(Duration::ZERO));
                 authority.emit(Event::TokenExpired);
                 Ok(())
@@ -687,6 +694,8 @@ mod tests {
         refuse: std::sync::atomic::AtomicBool,
         /// Renewals answer 503.
         renew_down: std::sync::atomic::AtomicBool,
+        /// A configured token: no login to fall back on.
+        token_only: bool,
         ttl_secs: u64,
         max_ttl_secs: u64,
         issued: StdMutex<Option<Instant>>,
@@ -695,7 +704,7 @@ mod tests {
 
     impl Authority for Arc<Fake> {
         fn can_login(&self) -> bool {
-            true
+            !self.token_only
         }
         async fn login(&self) -> Result<Grant> {
             self.logins.fetch_add(1, Ordering::SeqCst);
@@ -744,7 +753,8 @@ mod tests {
             let left = Duration::from_secs(self.max_ttl_secs).saturating_sub(issued.elapsed());
             Ok(Grant {
                 token: None,
-                ttl: increment.min(left),
+                // In whole seconds, as Vault answers: under 1 s left is 0.
+                ttl: Duration::from_secs(increment.min(left).as_secs()),
                 renewable: true,
             })
         }
@@ -788,6 +798,52 @@ mod tests {
         let events = fake.events.lock().unwrap();
         assert!(events.iter().any(|e| e.contains("extended: false")));
         assert!(!events.iter().any(|e| e.contains("TokenExpired")));
+    }
+
+    /// A configured token renewed until its max TTL: the last renewal
+    /// grants 0 s (under 1 s was left), and the expiry is announced once.
+    #[tokio::test(start_paused = true)]
+    async fn configured_token_expiry_is_announced_when_the_last_renewal_grants_nothing() {
+        // TTL 1 s: renewals 0.6-0.67 s apart, so the last one always finds
+        // under 1 s of the 5 s max TTL left.
+        let fake = Arc::new(Fake {
+            token_only: true,
+            max_ttl_secs: 5,
+            ..Fake::default()
+        });
+        let now = Instant::now();
+        *fake.issued.lock().unwrap() = Some(now);
+        let lifetime = fresh(
+            &Grant {
+                token: None,
+                ttl: Duration::from_secs(1),
+                renewable: true,
+            },
+            now,
+        );
+        let cell = Arc::new(TokenCell::new(
+            Some(SecretString::from("configured")),
+            lifetime,
+            policy().retry,
+        ));
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(run(
+            Arc::clone(&cell),
+            Arc::clone(&fake),
+            policy(),
+            shutdown,
+        ));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let events = fake.events.lock().unwrap();
+        assert!(
+            events.iter().any(|e| e.contains("ttl: 0ns")),
+            "the last renewal granted 0 s: {events:?}"
+        );
+        let expired = events.iter().filter(|e| e.contains("TokenExpired")).count();
+        assert_eq!(expired, 1, "{events:?}");
+        assert_eq!(fake.logins.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,10 +8,9 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::PathBuf,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -27,33 +26,22 @@ use axum::{
 };
 use gateway::{Application, Config, Gateway, Settings};
 use serde_json::{Value, json};
-use testkit::{OidcIssuer, OpenBao, PgCluster};
+use testkit::{OidcIssuer, OpenBao, PgCluster, Service, ServiceCommand};
 use tokio::{
     io::copy_bidirectional,
     net::{TcpListener, TcpStream},
-    process::{Child, Command},
     sync::oneshot,
 };
 
-/// Polls `check` every 50 ms until it returns `Some`, for at most
-/// `within`; panics with `what` otherwise. (A deadline, not a timed
-/// assertion: a slow machine only makes it wait longer.)
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+/// [`testkit::eventually`], failing the test when `within` passes.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testkit::eventually(what, within, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// GETs `url` with `token` as bearer.
@@ -84,61 +72,9 @@ pub async fn get_until(url: &str, token: &str, status: u16, within: Duration) ->
     .await
 }
 
-/// The workspace root.
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("bins/gateway is two levels down")
-        .to_path_buf()
-}
-
-/// The store-service binary: `cargo build -p store-service` once per test
-/// process, with the profile and target directory of this test binary
-/// (cargo does not give one package's tests another package's binary).
+/// The store-service binary, built alone once per test process.
 pub fn store_service_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| build_alone("store-service")).clone()
-}
-
-/// `cargo build -p <package>` on its own (its features only, as its
-/// Dockerfile builds it), with the profile and target directory of this
-/// test binary; returns the path of the binary named like the package.
-pub fn build_alone(package: &str) -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf();
-    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(cargo);
-    command
-        .args(["build", "--quiet", "-p", package, "--bin", package])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(workspace_root());
-    // target/debug is the `dev` profile; any other folder is named after
-    // its profile (release, or a custom one).
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some(profile) => {
-            command.args(["--profile", profile]);
-        }
-    }
-    let status = command.status().expect("cargo runs");
-    assert!(
-        status.success(),
-        "cargo build -p {package} failed: {status}"
-    );
-    let binary = profile_dir.join(package);
-    assert!(
-        binary.is_file(),
-        "{} missing after the build",
-        binary.display()
-    );
-    binary
+    testkit::build_binary("store-service").expect("store-service builds")
 }
 
 /// A TCP relay that counts the connections it accepted.
@@ -175,35 +111,9 @@ impl CountingRelay {
 /// with `DATABASE_URL` (no Vault: OpenBao here is the security service).
 pub struct Store {
     pub pg: PgCluster,
-    pub child: Child,
+    pub service: Service,
     pub addr: std::net::SocketAddr,
     pub relay: CountingRelay,
-    binary: PathBuf,
-    url: String,
-}
-
-/// Starts store-service on `port` against `url` and waits until ready.
-async fn spawn_store(binary: &Path, url: &str, port: u16) -> Child {
-    let child = Command::new(binary)
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("DATABASE_URL", url)
-        .env("DB_MAX_CONNECTIONS", "8")
-        .env("RUST_LOG", "error")
-        .env_remove("BAO_ADDR")
-        .env_remove("VAULT_ADDR")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("store-service starts");
-    get_until(
-        &format!("http://127.0.0.1:{port}/ready"),
-        "",
-        200,
-        Duration::from_secs(60),
-    )
-    .await;
-    child
 }
 
 impl Store {
@@ -212,39 +122,43 @@ impl Store {
             .await
             .expect("build task");
         let pg = PgCluster::start(0).await.expect("postgres starts");
-        pg.create_database("stores").await.expect("database");
-        let url = pg.superuser_url(pg.primary(), "stores");
-        let migrated = Command::new(&binary)
-            .arg("migrate")
-            .env("MIGRATION_DATABASE_URL", &url)
-            .env("LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
-            .status()
+        testkit::migrate_store(&binary, &pg, "stores")
             .await
-            .expect("migrate runs");
-        assert!(migrated.success(), "store-service migrate failed");
+            .expect("store-service migrate");
+        let url = pg.superuser_url(pg.primary(), "stores");
         let port = testkit::free_port().expect("free port");
-        let child = spawn_store(&binary, &url, port).await;
+        let command = ServiceCommand::new(&binary)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", &url)
+            .env("DB_MAX_CONNECTIONS", "8")
+            .env("RUST_LOG", "error")
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_ADDR");
+        let service = Service::start(command, format!("http://127.0.0.1:{port}/ready"))
+            .await
+            .expect("store-service starts");
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let relay = CountingRelay::start(addr).await;
         Self {
             pg,
-            child,
+            service,
             addr,
             relay,
-            binary,
-            url,
         }
     }
 
     /// Kills the service (its port refuses connections until `restart`).
     pub async fn stop(&mut self) {
-        let _ = self.child.kill().await;
+        self.service.kill();
     }
 
     /// Starts the service again on the same port and database.
     pub async fn restart(&mut self) {
-        self.child = spawn_store(&self.binary, &self.url, self.addr.port()).await;
+        self.service
+            .restart()
+            .await
+            .expect("store-service restarts");
     }
 
     /// A connection to the store database, as the superuser.
@@ -516,13 +430,10 @@ impl RunningGateway {
     }
 }
 
-/// A plain HTTP client (no proxy from the environment).
+/// testkit's HTTP client (no proxy from the environment, rustls provider
+/// installed).
 pub fn http() -> reqwest::Client {
-    gateway::startup::rustls_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("reqwest client")
+    testkit::http_client().expect("reqwest client")
 }
 
 /// Sends `raw` bytes on a fresh connection and returns everything read
@@ -642,15 +553,7 @@ pub fn series(metrics: &str) -> usize {
 
 /// The `sub` claim of a JWT (read, not verified).
 pub fn subject_of(token: &str) -> String {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .expect("base64url"),
-    )
-    .expect("JSON claims");
-    claims["sub"].as_str().expect("sub").to_owned()
+    testkit::jwt_subject(token).expect("a JWT with a subject")
 }
 
 /// One keep-alive HTTP/1.1 connection for raw requests.

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use axum::{
     Extension, Json,
-    body::{Body, Bytes},
+    body::Body,
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use db_failover::{CommitToken, OpOptions};
 use serde_json::Value;
+use service_kit::request_id::RequestId;
 use store_domain::{
     Actor, ApplyError, ErrorCode, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage,
     StoreQuery, StoreResponse, ValidCreate, ValidUpdate, VersionSource, parse_etag,
@@ -19,16 +20,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    body::read_body,
     idempotency::{self, Claimed, Lock, StoredResponse},
     problem::ApiError,
     read_after::{self, READ_AFTER},
-    request_id::RequestId,
-    startup::AppState,
+    state::AppState,
     storage::{self, Db, UpdateOutcome},
 };
-
-/// Bodies larger than this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// `GET /api/stores`: one page, from a replica.
 #[utoipa::path(get, path = "/api/stores", tag = "stores",
@@ -489,26 +487,6 @@ pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiErro
     }
     let bytes = read_body(body).await?;
     serde_json::from_slice(&bytes).map_err(|_| ApiError::Code(ErrorCode::MalformedJson))
-}
-
-/// The body's bytes: 413 over [`MAX_BODY_BYTES`], 400 `INVALID_BODY` when
-/// it cannot be read (a broken chunked encoding, an aborted upload).
-pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|error| {
-            let inner = error.into_inner();
-            let too_large =
-                std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| {
-                    e.source()
-                })
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
-            ApiError::Code(if too_large {
-                ErrorCode::PayloadTooLarge
-            } else {
-                ErrorCode::InvalidBody
-            })
-        })
 }
 
 /// Whether the content type is `application/json` (parameters allowed).

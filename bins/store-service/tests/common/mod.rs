@@ -1,25 +1,14 @@
-//! A real stack for the tests: PostgreSQL (primary + replica), OpenBao with
-//! the database engine, Transit and AppRole, the migrations applied, and the
-//! service spawned in-process on a free port.
+//! A real stack for the tests: PostgreSQL (primary + replica), OpenBao set
+//! up by testkit as production's (the database engine, Transit, the
+//! production policy and AppRole), the migrations applied, and the service
+//! spawned in-process on a free port.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use store_service::{AppState, Application, Secret, Settings};
 use testkit::{DatabaseEngine, OpenBao, PgCluster};
-
-/// The policy of the service's AppRole.
-const POLICY: &str = r#"
-path "database/creds/store-service" { capabilities = ["read"] }
-path "sys/leases/renew" { capabilities = ["update"] }
-path "sys/leases/revoke" { capabilities = ["update"] }
-path "transit/encrypt/store-secrets" { capabilities = ["update"] }
-path "transit/decrypt/store-secrets" { capabilities = ["update"] }
-path "transit/hmac/store-secrets" { capabilities = ["update"] }
-path "auth/token/renew-self" { capabilities = ["update"] }
-path "auth/token/lookup-self" { capabilities = ["read"] }
-"#;
 
 /// Everything a test talks to.
 pub struct Stack {
@@ -40,29 +29,14 @@ pub async fn services(engine: DatabaseEngine) -> (Arc<PgCluster>, Arc<OpenBao>, 
         Arc::new(pg.expect("postgres starts")),
         Arc::new(bao.expect("openbao starts")),
     );
-    bao.configure_database(&pg, &engine)
+    let approle = testkit::configure_store_service(&bao, &pg, &engine)
         .await
-        .expect("database engine");
+        .expect("OpenBao set up for store-service");
     let owner_url = pg.superuser_url(pg.primary(), &engine.database);
     let applied = store_service::migrate::run(&owner_url)
         .await
         .expect("migrations apply");
     assert!(applied.contains(&2) && applied.contains(&3), "{applied:?}");
-    bao.enable_transit("transit").await.expect("transit");
-    bao.create_transit_key("transit", "store-secrets")
-        .await
-        .expect("transit key");
-    bao.write_policy("store-service", POLICY)
-        .await
-        .expect("policy");
-    let approle = bao
-        .enable_approle(
-            "store-service",
-            &["store-service"],
-            Duration::from_secs(3600),
-        )
-        .await
-        .expect("approle");
     let port = |id: testkit::NodeId| format!("127.0.0.1:{}", pg.node(id).port());
     let mut settings = Settings::defaults();
     settings.port = 0;
@@ -108,13 +82,9 @@ pub async fn stack_with(engine: DatabaseEngine) -> Stack {
     }
 }
 
-/// A plain HTTP client.
+/// testkit's HTTP client (no proxy, a rustls provider installed).
 pub fn http() -> reqwest::Client {
-    vault_client_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("reqwest client")
+    testkit::http_client().expect("reqwest client")
 }
 
 /// reqwest needs a rustls provider in this workspace.

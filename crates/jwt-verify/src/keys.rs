@@ -1,10 +1,10 @@
-//! The security service's signing keys (JWKS): fetched through the
-//! **security** breaker, cached, refreshed in the background and on an
-//! unknown `kid` (at most once per `auth.unknown_kid_interval`, so a flood
-//! of random kids cannot hammer the security service). Keys older than
-//! `auth.max_age`, or none at all, make [`KeyStore::fresh`] fail: the
-//! gateway then fails closed and raises [`Alert::SecurityFailClosed`],
-//! resolved by the next successful fetch.
+//! [`KeyStore`]: the signing keys (JWKS), fetched through a breaker,
+//! cached, refreshed in the background and on an unknown `kid` (at most
+//! once per [`Config::unknown_kid_interval`], so a flood of random kids
+//! cannot hammer the security service). Keys older than
+//! [`Config::max_age`], or none at all, make [`KeyStore::fresh`] fail
+//! ([`Event::KeysUnavailable`]): verification fails closed until the next
+//! successful fetch ([`Event::KeysRefreshed`]).
 
 use std::{
     collections::HashMap,
@@ -23,8 +23,9 @@ use jsonwebtoken::{
 use tokio::time::Instant;
 
 use crate::{
-    alerts::{Alert, Alerts},
-    config::AuthConfig,
+    config::Config,
+    errors::{FetchError, KeyError},
+    events::{Event, Observer},
 };
 
 /// The largest JWKS document read.
@@ -56,87 +57,53 @@ pub struct KeySet {
     pub fetched_at: Instant,
 }
 
-/// Why no key could be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// No keys, or keys older than the maximum age: fail closed (503,
-    /// retryable after `retry_after`).
-    #[error("signing keys unavailable or older than the maximum age")]
-    Unavailable {
-        /// When to try again.
-        retry_after: Duration,
-    },
-    /// The token names a key the security service does not publish.
-    #[error("unknown key id")]
-    UnknownKid,
-}
-
-/// Why a fetch failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FetchError {
-    /// The security breaker is open.
-    #[error("security breaker open: {0}")]
-    Rejected(breaker::Rejected),
-    /// The fetch took longer than the breaker's call timeout.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// Transport error or timeout.
-    #[error("request failed: {0}")]
-    Http(String),
-    /// The security service answered with an error status.
-    #[error("answered {0}")]
-    Status(u16),
-    /// The document is not a JWKS with usable keys.
-    #[error("unusable JWKS: {0}")]
-    Document(String),
-}
-
-impl FetchError {
-    /// Whether a later fetch may succeed (all but a malformed document).
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Document(_))
-    }
-}
-
 /// The key cache (cheap to clone).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyStore {
     /// Shared state.
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     /// The client for fetches.
     http: reqwest::Client,
     /// URLs, ages, intervals.
-    config: AuthConfig,
-    /// The security breaker.
+    config: Config,
+    /// The breaker around fetches.
     breaker: Breaker,
-    /// Where fail-closed alerts go.
-    alerts: Alerts,
+    /// Where events go.
+    observer: Arc<dyn Observer>,
     /// The current key set.
     keys: RwLock<Option<Arc<KeySet>>>,
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     /// When the last unknown-kid refresh was allowed.
     unknown_kid_at: Mutex<Option<Instant>>,
-    /// Fetches attempted (tests, metrics).
+    /// Fetches attempted.
     fetches: AtomicU64,
 }
 
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("jwks_url", &self.inner.config.jwks_url)
+            .field("keys", &self.current().map(|k| k.keys.len()))
+            .field("fetches", &self.fetches())
+            .finish_non_exhaustive()
+    }
+}
+
 impl KeyStore {
-    /// A store for `config` (nothing fetched yet).
-    pub fn new(config: AuthConfig, http: reqwest::Client, alerts: Alerts) -> Self {
-        let breaker = Breaker::new("security", config.breaker.clone());
+    /// A store for `config` (nothing fetched yet) that fetches with `http`
+    /// and reports to `observer`.
+    pub fn new(config: Config, http: reqwest::Client, observer: Arc<dyn Observer>) -> Self {
+        let breaker = Breaker::new(&config.breaker_name, config.breaker.clone());
         Self {
             inner: Arc::new(Inner {
                 http,
                 config,
                 breaker,
-                alerts,
+                observer,
                 keys: RwLock::new(None),
                 fetching: tokio::sync::Mutex::new(()),
                 unknown_kid_at: Mutex::new(None),
@@ -145,7 +112,7 @@ impl KeyStore {
         }
     }
 
-    /// The security breaker.
+    /// The breaker around fetches.
     pub fn breaker(&self) -> &Breaker {
         &self.inner.breaker
     }
@@ -170,19 +137,18 @@ impl KeyStore {
     }
 
     /// The keys, if obtained and not older than the maximum age; otherwise
-    /// [`KeyError::Unavailable`] and the fail-closed alert.
+    /// [`KeyError::Unavailable`] and [`Event::KeysUnavailable`].
     pub fn fresh(&self) -> Result<Arc<KeySet>, KeyError> {
-        let max_age = self.inner.config.max_age.0;
+        let max_age = self.inner.config.max_age;
         match self.current() {
             Some(keys) if keys.fetched_at.elapsed() <= max_age => Ok(keys),
             _ => {
-                self.inner.alerts.raise(&Alert::SecurityFailClosed);
+                self.inner.observer.on_event(&Event::KeysUnavailable);
                 Err(KeyError::Unavailable {
                     retry_after: self
                         .inner
                         .config
                         .refresh_interval
-                        .0
                         .max(Duration::from_secs(1)),
                 })
             }
@@ -197,9 +163,11 @@ impl KeyStore {
             return Ok(key.clone());
         }
         if !self.allow_unknown_kid_refresh() {
+            self.inner.observer.on_event(&Event::UnknownKidRefused);
             return Err(KeyError::UnknownKid);
         }
         tracing::info!("unknown key id: refreshing the signing keys");
+        self.inner.observer.on_event(&Event::UnknownKidRefresh);
         let _ = self.refresh().await;
         self.fresh()?
             .keys
@@ -209,7 +177,7 @@ impl KeyStore {
     }
 
     fn allow_unknown_kid_refresh(&self) -> bool {
-        let interval = self.inner.config.unknown_kid_interval.0;
+        let interval = self.inner.config.unknown_kid_interval;
         let Ok(mut last) = self.inner.unknown_kid_at.lock() else {
             return false;
         };
@@ -251,16 +219,17 @@ impl KeyStore {
                 if let Ok(mut current) = self.inner.keys.write() {
                     *current = Some(set);
                 }
-                metrics::counter!("gateway_jwks_fetches_total", "outcome" => "success")
-                    .increment(1);
                 tracing::debug!(count, "signing keys refreshed");
-                self.inner.alerts.resolve(&Alert::SecurityFailClosed);
+                self.inner
+                    .observer
+                    .on_event(&Event::KeysRefreshed { count });
                 Ok(count)
             }
             Err(error) => {
-                metrics::counter!("gateway_jwks_fetches_total", "outcome" => "failure")
-                    .increment(1);
                 tracing::warn!(%error, "fetching the signing keys failed");
+                self.inner
+                    .observer
+                    .on_event(&Event::FetchFailed { error: &error });
                 Err(error)
             }
         }
@@ -271,7 +240,7 @@ impl KeyStore {
             .inner
             .http
             .get(&self.inner.config.jwks_url)
-            .timeout(self.inner.config.fetch_timeout.0)
+            .timeout(self.inner.config.fetch_timeout)
             .send()
             .await
             .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
@@ -294,14 +263,14 @@ impl KeyStore {
         parse_jwks(&body)
     }
 
-    /// Fetches at once, then every `auth.refresh_interval` (sooner while
-    /// failing), and raises the fail-closed alert as soon as the keys go
-    /// stale even without traffic. Stops when the returned handle is
-    /// aborted.
+    /// Fetches at once, then every [`Config::refresh_interval`] (every
+    /// second while failing), and reports [`Event::KeysUnavailable`] as
+    /// soon as the keys go stale even without traffic. Stops when the
+    /// returned handle is aborted (call inside a tokio runtime).
     pub fn spawn_refresher(&self) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
-            let interval = store.inner.config.refresh_interval.0;
+            let interval = store.inner.config.refresh_interval;
             loop {
                 let ok = store.refresh().await.is_ok();
                 let _ = store.fresh();

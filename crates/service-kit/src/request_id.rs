@@ -1,7 +1,9 @@
 //! The request id: a sane incoming `X-Request-Id` is kept, anything else is
-//! replaced by a UUIDv7. It is in the request's extensions ([`RequestId`]),
-//! on every log line of the request (a `request` span), in every problem
-//! body, and echoed in the response.
+//! replaced by a UUIDv7. It is set on the request (so a proxy forwards it),
+//! in the request's extensions ([`RequestId`]), on every log line of the
+//! request (a `request` span with `request_id`, `method`, `path`,
+//! `status`), in every problem body ([`problem::complete`]), and echoed in
+//! the response.
 
 use axum::{
     extract::Request,
@@ -11,7 +13,7 @@ use axum::{
 };
 use tracing::Instrument;
 
-use crate::problem;
+use crate::{problem, telemetry};
 
 /// The header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -24,12 +26,17 @@ pub const MAX_LEN: usize = sanitize::REQUEST_ID_MAX_LEN;
 pub struct RequestId(pub String);
 
 /// Whether a client's id is kept: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`
-/// (the platform's one rule, [`sanitize::request_id`]).
+/// (the platform's one rule, `sanitize::request_id`).
+#[must_use]
 pub fn is_sane(id: &str) -> bool {
     sanitize::request_id(id).is_some()
 }
 
-/// The middleware (outermost layer).
+/// The middleware (outermost layer, `axum::middleware::from_fn(layer)`):
+/// sets the id on the request (replacing the client's header when it is
+/// not sane), makes a W3C `traceparent` the parent of the request's span
+/// ([`telemetry::set_remote_parent`]), logs `request done` with the status,
+/// completes problem bodies and echoes the id.
 pub async fn layer(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -38,6 +45,12 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         .filter(|v| is_sane(v))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let path = request.uri().path().to_owned();
+    let value = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &value {
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), value.clone());
+    }
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "request",
@@ -46,12 +59,12 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         path = %path,
         status = tracing::field::Empty,
     );
-    crate::telemetry::set_remote_parent(&span, request.headers());
+    telemetry::set_remote_parent(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let mut response = problem::complete(response, &id, &path);
     span.record("status", response.status().as_u16());
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request done"));
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some(value) = value {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     response

@@ -1,0 +1,622 @@
+//! The shared backend: NATS JetStream, for a fleet of instances.
+//!
+//! - **Durable**: a write is accepted once JetStream acknowledged its
+//!   message, which it does after the stream's RAFT commit on a quorum of
+//!   the `replicas`.
+//! - **Order**: one stream; its sequence is the order of acceptance across
+//!   every instance. Each unfinished write is one message on
+//!   `{prefix}.writes.<resource>.<subject>` (both tokens: 32 hex digits of
+//!   SHA-256), so the oldest message of a resource is its next write.
+//! - **Status**: the KV bucket `{prefix}-status` holds each record without
+//!   its payload; its `max_age` is the retention.
+//! - **Leases**: the KV bucket `{prefix}-leases` says which instance sends
+//!   a resource's writes; its `max_age` is the lease, so a dead instance's
+//!   resources are due elsewhere once it expired.
+//! - **Messages**: a message's body is the write's sealed payload only,
+//!   its `Nats-Msg-Id` header the write's id; the record itself is the
+//!   status entry. Every message thus stores a fixed number of bytes beside
+//!   the payload's encoded size (`MESSAGE_OVERHEAD` plus the subject), so
+//!   the payload bytes of the fleet are the stream's bytes less that
+//!   overhead per message: the byte bound is exact.
+//! - **Bounds**: checked before publishing (entries, payload bytes, the
+//!   subject's messages); the stream's `max_msgs` and `max_bytes` (the byte
+//!   bound plus the fixed overhead of `max_entries` messages, `discard:
+//!   new`) refuse what concurrent instances would add beyond them.
+
+use std::{collections::BTreeMap, fmt, marker::PhantomData, time::Duration, time::SystemTime};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        context::PublishErrorKind,
+        kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+        stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType},
+    },
+};
+use futures_util::TryStreamExt as _;
+use ring::digest::{SHA256, digest};
+use uuid::Uuid;
+
+use crate::{
+    Change, Data, NewWrite, QueueError, QueueLimits, QueueStats, Record, Sealer, WriteMeta,
+    WriteState, millis,
+    seal::{FORMAT_POSTCARD, encode},
+};
+
+/// Where the shared queue is and how this instance uses it.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct JetStreamConfig {
+    /// The NATS servers (`nats://host:4222`).
+    pub urls: Vec<String>,
+    /// Copies of the stream and buckets (1, 3 or 5); a write is accepted
+    /// once a majority has it.
+    pub replicas: usize,
+    /// The prefix of the stream (upper case), bucket and subject names.
+    pub prefix: String,
+    /// How long to wait for a write's acknowledgement (and any other
+    /// request) before the write is refused as unavailable.
+    pub publish_timeout: Duration,
+    /// The token to authenticate with, if any (never printed).
+    pub token: Option<String>,
+    /// How long an instance holds a resource it replays without renewing
+    /// it (every `start` renews it).
+    pub lease: Duration,
+    /// This instance's name, unique in the fleet (the lease holder).
+    pub instance: String,
+}
+
+impl JetStreamConfig {
+    /// The defaults for `urls`: 3 replicas, prefix `gateway`, 5 s to
+    /// publish, 30 s leases, a random instance name.
+    pub fn new(urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            replicas: 3,
+            prefix: "gateway".into(),
+            publish_timeout: Duration::from_secs(5),
+            token: None,
+            lease: Duration::from_secs(30),
+            instance: Uuid::new_v4().simple().to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for JetStreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamConfig")
+            .field("urls", &self.urls)
+            .field("replicas", &self.replicas)
+            .field("prefix", &self.prefix)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("lease", &self.lease)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+/// The header carrying a write's id (JetStream deduplicates on it).
+const MSG_ID: &str = "Nats-Msg-Id";
+
+/// The bytes JetStream stores per message beside the payload's encoded
+/// size: its file-store record (22 bytes, 4 for the header length, an
+/// 8-byte hash), the subject,
+/// the header block (`NATS/1.0\r\nNats-Msg-Id: <32 hex>\r\n\r\n`, 59 bytes)
+/// and the sealing (12-byte nonce, format byte, 16-byte tag). The subject
+/// is added per queue (its length is fixed for a prefix). A write
+/// published again after a withdrawn attempt carries a longer message id
+/// (`<id>.<attempt>`): its 33 more bytes count as payload, which errs on
+/// the side of refusing.
+const MESSAGE_OVERHEAD: u64 = 22 + 4 + 8 + 59 + 12 + 1 + 16;
+
+/// The JetStream queue.
+pub(crate) struct JetStreamQueue<M, O> {
+    context: jetstream::Context,
+    stream: stream::Stream,
+    status: kv::Store,
+    leases: kv::Store,
+    prefix: String,
+    instance: String,
+    limits: QueueLimits,
+    sealer: Sealer,
+    /// Stored bytes per message beside the payload.
+    overhead: u64,
+    publish_timeout: Duration,
+    types: PhantomData<fn() -> (M, O)>,
+}
+
+fn unavailable(what: &str, error: impl fmt::Display) -> QueueError {
+    QueueError::Unavailable(format!("{what}: {error}"))
+}
+
+/// 32 hex digits of the SHA-256 of `text`: a subject token.
+fn token(text: &str) -> String {
+    let hash = digest(&SHA256, text.as_bytes());
+    hash.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
+    /// Connects, and creates (or updates) the stream and buckets.
+    pub(crate) async fn open(
+        config: JetStreamConfig,
+        limits: QueueLimits,
+        sealer: Sealer,
+    ) -> Result<Self, QueueError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(config.publish_timeout)
+            .request_timeout(Some(config.publish_timeout));
+        if let Some(token) = config.token.clone() {
+            options = options.token(token);
+        }
+        let client = async_nats::connect_with_options(config.urls.clone(), options)
+            .await
+            .map_err(|e| unavailable("connect", e))?;
+        let context = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .build(client);
+        let prefix = config.prefix.clone();
+        let subject_len = format!("{prefix}.writes.").len() as u64 + 32 + 1 + 32;
+        let overhead = MESSAGE_OVERHEAD + subject_len;
+        let stream_config = stream::Config {
+            name: format!("{}_WRITES", prefix.to_uppercase()),
+            subjects: vec![format!("{prefix}.writes.>")],
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            discard: DiscardPolicy::New,
+            max_messages: i64::try_from(limits.max_entries).unwrap_or(i64::MAX),
+            // The payload bound plus every message's own overhead: the
+            // server-side backstop of the check in `enqueue`.
+            max_bytes: i64::try_from(
+                limits
+                    .max_bytes
+                    .saturating_add(limits.max_entries.saturating_mul(overhead)),
+            )
+            .unwrap_or(i64::MAX),
+            max_message_size: i32::try_from(limits.max_bytes.saturating_add(overhead))
+                .unwrap_or(i32::MAX),
+            allow_direct: true,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let mut stream = context
+            .get_or_create_stream(stream_config.clone())
+            .await
+            .map_err(|e| unavailable("create the stream", e))?;
+        let current = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("stream info", e))?
+            .config
+            .clone();
+        if current.max_messages != stream_config.max_messages
+            || current.max_bytes != stream_config.max_bytes
+            || current.max_message_size != stream_config.max_message_size
+            || current.num_replicas != stream_config.num_replicas
+            || !current.allow_direct
+        {
+            context
+                .update_stream(stream_config)
+                .await
+                .map_err(|e| unavailable("update the stream", e))?;
+        }
+        // A bucket keeps one value per key, on file, as replicated as the
+        // stream; its `max_age` expires the keys.
+        let bucket = |name: &str, max_age| kv::Config {
+            bucket: format!("{prefix}-{name}"),
+            history: 1,
+            max_age,
+            num_replicas: config.replicas,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        let status = context
+            .create_or_update_key_value(bucket("status", limits.retention))
+            .await
+            .map_err(|e| unavailable("create the status bucket", e))?;
+        let leases = context
+            .create_or_update_key_value(bucket("leases", config.lease))
+            .await
+            .map_err(|e| unavailable("create the lease bucket", e))?;
+        Ok(Self {
+            context,
+            stream,
+            status,
+            leases,
+            prefix,
+            instance: config.instance,
+            limits,
+            sealer,
+            overhead,
+            publish_timeout: config.publish_timeout,
+            types: PhantomData,
+        })
+    }
+
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    fn subject(&self, resource: &str, subject: &str) -> String {
+        format!(
+            "{}.writes.{}.{}",
+            self.prefix,
+            token(resource),
+            token(subject)
+        )
+    }
+
+    /// The status entry of `id` (not a deleted one) and its revision.
+    async fn status_entry(&self, id: Uuid) -> Result<Option<(Record<M, O>, u64)>, QueueError> {
+        let entry = self
+            .status
+            .entry(id.simple().to_string())
+            .await
+            .map_err(|e| unavailable("read a status", e))?;
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => {
+                Ok(Some((decode(id, &entry.value)?, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Unfinished writes and their payload bytes, fleet-wide.
+    async fn depth(&self) -> Result<(u64, u64, u64), QueueError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| unavailable("stream info", e))?;
+        let state = info.state;
+        let payload = state
+            .bytes
+            .saturating_sub(state.messages.saturating_mul(self.overhead));
+        Ok((state.messages, payload, state.first_sequence))
+    }
+
+    /// Stores `write`, whose payload is `sealed` (`size` bytes encoded).
+    pub(crate) async fn enqueue<P>(
+        &self,
+        write: NewWrite<M, P>,
+        sealed: Vec<u8>,
+        size: u64,
+        now: SystemTime,
+    ) -> Result<Record<M, O>, QueueError> {
+        let id = write.id;
+        if self.status_entry(id).await?.is_some() {
+            return Err(QueueError::Duplicate(id));
+        }
+        // Racy between instances: each may add one beyond the bound.
+        let theirs = self
+            .count(&format!(
+                "{}.writes.*.{}",
+                self.prefix,
+                token(&write.subject)
+            ))
+            .await?;
+        if theirs >= self.limits.max_per_subject {
+            return Err(QueueError::SubjectFull { entries: theirs });
+        }
+        let (entries, bytes, _) = self.depth().await?;
+        if entries >= self.limits.max_entries || bytes + size > self.limits.max_bytes {
+            return Err(QueueError::Full { entries, bytes });
+        }
+        let subject = self.subject(write.meta.resource(), &write.subject);
+        let full = QueueError::Full { entries, bytes };
+        let mut sealed = sealed;
+        let mut ack = self
+            .publish(&subject, id.simple().to_string(), &sealed, size, full)
+            .await?;
+        if ack.duplicate {
+            // The id was published within the deduplication window: by an
+            // earlier attempt whose answer was lost (its message is there,
+            // its status not: adopt it), by one withdrawn since (publish
+            // anew under another message id), or by a write already
+            // accepted.
+            if self.status_entry(id).await?.is_some() {
+                return Err(QueueError::Duplicate(id));
+            }
+            match self.stream.direct_get(ack.sequence).await {
+                Ok(message) => sealed = message.payload.to_vec(),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                    let msg_id = format!("{}.{}", id.simple(), Uuid::new_v4().simple());
+                    let full = QueueError::Full { entries, bytes };
+                    ack = self.publish(&subject, msg_id, &sealed, size, full).await?;
+                }
+                Err(e) => return Err(unavailable("read a write", e)),
+            }
+        }
+        let record = Record::accepted(write, ack.sequence, now, sealed, size);
+        let created = self
+            .status
+            .create(
+                id.simple().to_string(),
+                encode(id, &without_payload(&record))?.into(),
+            )
+            .await;
+        if let Err(error) = created {
+            if let Err(e) = self.stream.delete_message(ack.sequence).await {
+                tracing::warn!(%id, error = %e, "could not withdraw a write whose status failed");
+            }
+            return Err(match error.kind() {
+                CreateErrorKind::AlreadyExists => QueueError::Duplicate(id),
+                _ => unavailable("store a status", error),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Publishes one write's message and awaits its acknowledgement.
+    async fn publish(
+        &self,
+        subject: &str,
+        msg_id: String,
+        sealed: &[u8],
+        size: u64,
+        full: QueueError,
+    ) -> Result<jetstream::publish::PublishAck, QueueError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, msg_id.as_str());
+        let publish = async {
+            self.context
+                .publish_with_headers(subject.to_owned(), headers, sealed.to_vec().into())
+                .await?
+                .await
+        };
+        match tokio::time::timeout(self.publish_timeout, publish).await {
+            Err(_) => Err(QueueError::Unavailable("no acknowledgement in time".into())),
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(error)) => Err(match error.kind() {
+                PublishErrorKind::MaxPayloadExceeded => QueueError::TooLarge { size },
+                PublishErrorKind::Other if is_full(&error) => full,
+                _ => unavailable("publish", error),
+            }),
+        }
+    }
+
+    /// Messages on the subjects matching `filter`.
+    async fn count(&self, filter: &str) -> Result<u64, QueueError> {
+        let mut subjects = self
+            .stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| unavailable("count subjects", e))?;
+        let mut total = 0;
+        while let Some((_, n)) = subjects
+            .try_next()
+            .await
+            .map_err(|e| unavailable("count subjects", e))?
+        {
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    pub(crate) async fn get(&self, id: Uuid) -> Result<Option<Record<M, O>>, QueueError> {
+        Ok(self.status_entry(id).await?.map(|(record, _)| record))
+    }
+
+    /// The message of a write: its id and sealed payload.
+    async fn message(&self, filter: &str) -> Result<Option<(u64, Uuid, Vec<u8>)>, QueueError> {
+        match self.stream.direct_get_next_for_subject(filter, None).await {
+            Ok(message) => {
+                let id = message
+                    .headers
+                    .get(MSG_ID)
+                    .and_then(|v| write_id(v.as_str()))
+                    .ok_or_else(|| unavailable("a message", "without a write id"))?;
+                Ok(Some((message.sequence, id, message.payload.to_vec())))
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable("read a write", e)),
+        }
+    }
+
+    async fn sealed_of(&self, seq: u64) -> Result<Vec<u8>, QueueError> {
+        match self.stream.direct_get(seq).await {
+            Ok(message) => Ok(message.payload.to_vec()),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(unavailable("read a write", e)),
+        }
+    }
+
+    /// The holder of `res`'s lease, if any.
+    async fn lease_holder(&self, res: &str) -> Result<Option<String>, QueueError> {
+        let entry = self
+            .leases
+            .entry(res)
+            .await
+            .map_err(|e| unavailable("read a lease", e))?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put)
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+
+    /// Takes `res`'s lease (or finds this instance holds it).
+    async fn acquire(&self, res: &str) -> Result<bool, QueueError> {
+        match self
+            .leases
+            .create(res, self.instance.clone().into_bytes().into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                Ok(self.lease_holder(res).await?.as_deref() == Some(self.instance.as_str()))
+            }
+            Err(e) => Err(unavailable("take a lease", e)),
+        }
+    }
+
+    pub(crate) async fn due(
+        &self,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Record<M, O>>, QueueError> {
+        let now = millis(now);
+        let mut subjects = self
+            .stream
+            .info_with_subjects(format!("{}.writes.>", self.prefix))
+            .await
+            .map_err(|e| unavailable("list writes", e))?;
+        let head = format!("{}.writes.", self.prefix);
+        let mut resources = std::collections::BTreeSet::new();
+        while let Some((subject, _)) = subjects
+            .try_next()
+            .await
+            .map_err(|e| unavailable("list writes", e))?
+        {
+            if let Some(res) = subject
+                .strip_prefix(&head)
+                .and_then(|t| t.split('.').next())
+            {
+                resources.insert(res.to_owned());
+            }
+        }
+        let mut candidates = BTreeMap::new();
+        for res in resources {
+            let filter = format!("{head}{res}.*");
+            let Some((seq, id, sealed)) = self.message(&filter).await? else {
+                continue;
+            };
+            // Just published, its status not yet stored (or withdrawn).
+            let Some((mut record, _)) = self.status_entry(id).await? else {
+                continue;
+            };
+            if record.state.is_finished() {
+                // Finished, but its message was not deleted: do it now.
+                let _ = self.stream.delete_message(seq).await;
+                continue;
+            }
+            if record.next_attempt_at_ms > now {
+                continue;
+            }
+            if record.state == WriteState::Replaying {
+                // Being sent, unless its holder died (the lease expired).
+                if self.lease_holder(&res).await?.is_some() {
+                    continue;
+                }
+                record.state = WriteState::Queued;
+            }
+            record.sealed = sealed;
+            candidates.insert(seq, (res, record));
+        }
+        let mut due = Vec::new();
+        for (_, (res, record)) in candidates {
+            if due.len() == limit {
+                break;
+            }
+            if self.acquire(&res).await? {
+                due.push(record);
+            }
+        }
+        Ok(due)
+    }
+
+    pub(crate) async fn next_due_ms(&self) -> Result<Option<u64>, QueueError> {
+        let (entries, _, _) = self.depth().await?;
+        // Other instances enqueue without waking this one: poll each second.
+        Ok((entries > 0).then(|| millis(SystemTime::now()) + 1000))
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: Uuid,
+        change: Change<O>,
+    ) -> Result<Record<M, O>, QueueError> {
+        let (mut record, revision) = self
+            .status_entry(id)
+            .await?
+            .ok_or(QueueError::NotFound(id))?;
+        let starting = matches!(change, Change::Start);
+        let retrying = matches!(change, Change::Retry { .. });
+        let finished = record.apply(change);
+        match self
+            .status
+            .update(
+                id.simple().to_string(),
+                encode(id, &without_payload(&record))?.into(),
+                revision,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                return Err(QueueError::Busy);
+            }
+            Err(e) => return Err(unavailable("store a status", e)),
+        }
+        let res = token(record.resource());
+        if finished && let Err(e) = self.stream.delete_message(record.seq).await {
+            tracing::warn!(%id, error = %e, "could not delete a finished write's message");
+        }
+        if finished || retrying {
+            self.leases
+                .delete(&res)
+                .await
+                .map_err(|e| unavailable("release a lease", e))?;
+        }
+        if starting {
+            self.leases
+                .put(&res, self.instance.clone().into_bytes().into())
+                .await
+                .map_err(|e| unavailable("renew a lease", e))?;
+        }
+        if !record.state.is_finished() {
+            record.sealed = self.sealed_of(record.seq).await?;
+        }
+        Ok(record)
+    }
+
+    pub(crate) async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let (depth, bytes, first) = self.depth().await?;
+        let mut oldest = None;
+        if depth > 0
+            && let Ok(message) = self.stream.direct_get(first).await
+        {
+            let id = message
+                .headers
+                .get(MSG_ID)
+                .and_then(|v| write_id(v.as_str()));
+            if let Some(id) = id {
+                oldest = self.get(id).await?.map(|r| r.accepted_at_ms);
+            }
+        }
+        Ok(QueueStats {
+            depth,
+            bytes,
+            oldest_accepted_ms: oldest,
+        })
+    }
+}
+
+/// The write id in a message id (`<id>` or `<id>.<attempt>`).
+fn write_id(msg_id: &str) -> Option<Uuid> {
+    Uuid::try_parse(msg_id.split('.').next()?).ok()
+}
+
+/// Whether a publish was refused because the stream is at a bound.
+fn is_full(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code().0 == 10077)
+}
+
+fn without_payload<M: Clone, O: Clone>(record: &Record<M, O>) -> Record<M, O> {
+    let mut copy = record.clone();
+    copy.sealed = Vec::new();
+    copy
+}
+
+fn decode<M: WriteMeta, O: Data>(id: Uuid, bytes: &[u8]) -> Result<Record<M, O>, QueueError> {
+    match bytes.split_first() {
+        Some((&FORMAT_POSTCARD, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| QueueError::corrupt(id, e))
+        }
+        _ => Err(QueueError::corrupt(id, "unknown record format")),
+    }
+}

@@ -1,0 +1,244 @@
+//! The shared backend on a real NATS JetStream cluster: the shared
+//! behaviour, several instances sharing one queue (leases), a lost node
+//! and a frozen cluster.
+
+mod common;
+
+use std::{
+    future::Future,
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::*;
+use testkit::NatsCluster;
+use uuid::Uuid;
+use write_queue::{JetStreamConfig, QueueError, QueueLimits, Sealer, WriteState};
+
+/// One queue (a unique prefix, so tests never share a stream or bucket)
+/// on a cluster.
+struct Shared {
+    cluster: NatsCluster,
+    prefix: String,
+}
+
+impl Shared {
+    async fn new(nodes: usize) -> Self {
+        let cluster = NatsCluster::builder().nodes(nodes).start().await.unwrap();
+        Self {
+            cluster,
+            prefix: format!("t{}", &Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
+
+    fn config(&self, instance: &str) -> JetStreamConfig {
+        let mut config = JetStreamConfig::new(self.cluster.urls());
+        config.replicas = self.cluster.len().min(3);
+        config.prefix = self.prefix.clone();
+        config.instance = instance.into();
+        config
+    }
+
+    async fn instance(&self, instance: &str) -> Queue {
+        Queue::open_jetstream(self.config(instance), QueueLimits::default(), key())
+            .await
+            .unwrap()
+    }
+}
+
+impl Open for Shared {
+    async fn open(&self, limits: QueueLimits, sealer: Sealer) -> Queue {
+        Queue::open_jetstream(self.config("only"), limits, sealer)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn ordered_sealed_and_erased() {
+    common::ordered_sealed_and_erased(&Shared::new(1).await).await;
+}
+
+#[tokio::test]
+async fn bounded() {
+    common::bounded(&Shared::new(1).await).await;
+}
+
+#[tokio::test]
+async fn byte_bound() {
+    common::byte_bound(&Shared::new(1).await).await;
+}
+
+#[tokio::test]
+async fn config_debug_hides_the_token() {
+    let mut config = JetStreamConfig::new(["nats://127.0.0.1:4222"]);
+    config.token = Some("s3cret-token".into());
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert_eq!(
+        (config.replicas, config.prefix.as_str(), config.lease),
+        (3, "gateway", Duration::from_secs(30))
+    );
+}
+
+#[tokio::test]
+async fn two_instances_share_the_queue_and_lease_resources() {
+    let shared = Shared::new(1).await;
+    let a = shared.instance("a").await;
+    let b = shared.instance("b").await;
+    assert_eq!(a.backend_name(), "jetstream");
+    let now = SystemTime::now();
+    let first = a.enqueue(write("alice", "/s/1", "one"), now).await.unwrap();
+    let second = b.enqueue(write("alice", "/s/1", "two"), now).await.unwrap();
+    assert!(first.seq < second.seq);
+    let seen = b.get(first.id).await.unwrap().unwrap();
+    assert_eq!((seen.id, seen.state), (first.id, WriteState::Queued));
+
+    // A takes the resource; B does not get it while A holds it.
+    let due = a.due(now, 10).await.unwrap();
+    assert_eq!(ids(&due), [first.id]);
+    assert_eq!(a.payload(&due[0]).unwrap(), Body("one".into()));
+    assert!(b.due(now, 10).await.unwrap().is_empty());
+    a.start(first.id).await.unwrap();
+    assert!(b.due(now, 10).await.unwrap().is_empty());
+    let stats = b.stats().await.unwrap();
+    assert_eq!(stats.depth, 2);
+    // The payload bytes, fleet-wide (the stream's bytes less each
+    // message's fixed overhead).
+    assert_eq!(stats.bytes, first.payload_len() + second.payload_len());
+
+    // Once A completed it, B gets the next write of the resource.
+    a.complete(first.id, 201, now).await.unwrap();
+    assert_eq!(b.get(first.id).await.unwrap().unwrap().outcome, Some(201));
+    let due = b.due(now, 10).await.unwrap();
+    assert_eq!(ids(&due), [second.id]);
+    assert_eq!(b.payload(&due[0]).unwrap(), Body("two".into()));
+    assert!(a.due(now, 10).await.unwrap().is_empty());
+    assert!(a.next_due_ms().await.unwrap().is_some());
+    b.start(second.id).await.unwrap();
+    b.complete(second.id, 200, now).await.unwrap();
+    assert_eq!(a.next_due_ms().await.unwrap(), None);
+    assert_eq!(a.stats().await.unwrap().depth, 0);
+}
+
+#[tokio::test]
+async fn a_dead_instances_resource_is_due_elsewhere_after_the_lease() {
+    let shared = Shared::new(1).await;
+    let mut config = shared.config("dies");
+    config.lease = Duration::from_secs(2);
+    let dies = Queue::open_jetstream(config, QueueLimits::default(), key())
+        .await
+        .unwrap();
+    let mut config = shared.config("lives");
+    config.lease = Duration::from_secs(2);
+    let lives = Queue::open_jetstream(config, QueueLimits::default(), key())
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    let w = dies
+        .enqueue(write("alice", "/s/1", "secret"), now)
+        .await
+        .unwrap();
+    assert_eq!(ids(&dies.due(now, 10).await.unwrap()), [w.id]);
+    dies.start(w.id).await.unwrap();
+    drop(dies);
+
+    // Poll until the lease expired (no timing asserted).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let due = loop {
+        let due = lives.due(SystemTime::now(), 10).await.unwrap();
+        if !due.is_empty() {
+            break due;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ids(&due), [w.id]);
+    assert_eq!(lives.payload(&due[0]).unwrap(), Body("secret".into()));
+    let sending = lives.start(w.id).await.unwrap();
+    assert_eq!(sending.attempts, 2);
+    lives.complete(w.id, 200, SystemTime::now()).await.unwrap();
+}
+
+/// Calls `op` until it is not refused as unavailable (for at most a
+/// minute): while the streams whose leader was on a lost node elect
+/// another, a call may be refused (never accepted and lost); a client
+/// retries it.
+async fn until_available<T, F: Future<Output = Result<T, QueueError>>>(
+    mut op: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_node_does_not_stop_writes() {
+    let shared = Shared::new(3).await;
+    let queue = shared.instance("a").await;
+    shared.cluster.kill(0).await.unwrap();
+    let now = SystemTime::now();
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        let w = write("alice", &format!("/s/{i}"), "x");
+        let w = until_available(|| queue.enqueue(w.clone(), now)).await;
+        accepted.push(w.id);
+    }
+    let due = until_available(|| queue.due(now, 10)).await;
+    assert_eq!(ids(&due), accepted);
+    for w in &due {
+        assert_eq!(queue.payload(w).unwrap(), Body("x".into()));
+        until_available(|| queue.start(w.id)).await;
+        until_available(|| queue.complete(w.id, 200, now)).await;
+    }
+    assert_eq!(until_available(|| queue.stats()).await.depth, 0);
+}
+
+#[tokio::test]
+async fn a_frozen_cluster_refuses_writes_as_unavailable() {
+    let shared = Shared::new(3).await;
+    let mut config = shared.config("a");
+    config.publish_timeout = Duration::from_secs(2);
+    let queue = Queue::open_jetstream(config, QueueLimits::default(), key())
+        .await
+        .unwrap();
+    shared.cluster.freeze_all().await.unwrap();
+    let refused = queue
+        .enqueue(write("alice", "/s/1", "x"), SystemTime::now())
+        .await;
+    shared.cluster.thaw_all().await.unwrap();
+    let error = refused.unwrap_err();
+    assert!(
+        matches!(error, QueueError::Unavailable(_)) && error.is_unavailable(),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn reopening_with_other_limits_updates_the_stream_and_buckets() {
+    let shared = Shared::new(1).await;
+    let queue = shared.open(QueueLimits::default(), key()).await;
+    let now = SystemTime::now();
+    queue.enqueue(write("alice", "/a", "1"), now).await.unwrap();
+    drop(queue);
+    let limits = QueueLimits {
+        max_entries: 1,
+        retention: Duration::from_secs(3600),
+        ..QueueLimits::default()
+    };
+    let queue = shared.open(limits, key()).await;
+    let full = queue
+        .enqueue(write("bob", "/b", "2"), now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(full, QueueError::Full { entries: 1, .. }),
+        "{full:?}"
+    );
+}
