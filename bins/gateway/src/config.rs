@@ -89,8 +89,14 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DegradedConfig {
-    /// The write queue's file (redb); its folder must exist and be
-    /// writable. The queue key is `GATEWAY_QUEUE_KEY`, else (with
+    /// Where the write queue lives: `redb` (a file at `queue_path`, for a
+    /// single gateway) or `jetstream` (a NATS JetStream cluster shared by
+    /// every gateway of the fleet, `[degraded.jetstream]`).
+    pub queue_backend: QueueBackend,
+    /// The shared queue, with `queue_backend = "jetstream"`.
+    pub jetstream: JetStreamSection,
+    /// The write queue's file (redb; unused with JetStream); its folder
+    /// must exist and be writable. The queue key is `GATEWAY_QUEUE_KEY`, else (with
     /// `queue_key_source = "file"`) the file `<queue_path>.key` (created on
     /// first start, mode 0600).
     pub queue_path: std::path::PathBuf,
@@ -117,6 +123,8 @@ pub struct DegradedConfig {
 impl Default for DegradedConfig {
     fn default() -> Self {
         Self {
+            queue_backend: QueueBackend::Redb,
+            jetstream: JetStreamSection::default(),
             queue_path: "gateway-queue.redb".into(),
             queue_key_source: QueueKeySource::File,
             queue_max_entries: 10_000,
@@ -126,6 +134,53 @@ impl Default for DegradedConfig {
             queue_retention: DurationText(Duration::from_secs(24 * 3600)),
             stale_max_entries: 10_000,
             stale_max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// `degraded.queue_backend`: where the write queue lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// An embedded redb file (`degraded.queue_path`): one gateway. Its
+    /// queued writes are lost with its disk.
+    #[default]
+    Redb,
+    /// A NATS JetStream cluster shared by the fleet: any gateway accepts,
+    /// reports and replays any write.
+    Jetstream,
+}
+
+/// `[degraded.jetstream]`: the shared queue's cluster. The token, if the
+/// cluster wants one, is `GATEWAY_NATS_TOKEN`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamSection {
+    /// The NATS servers (`nats://host:4222`, or `tls://`).
+    pub urls: Vec<String>,
+    /// Copies of the stream and buckets (1, 3 or 5); a write is answered
+    /// 202 once a majority has it.
+    pub replicas: usize,
+    /// The prefix of the stream (`GATEWAY_WRITES`), buckets
+    /// (`gateway-status`, `gateway-leases`) and subjects (`gateway.writes.>`).
+    pub prefix: String,
+    /// How long a write may wait to be made durable before it is refused
+    /// with 503 `WRITE_QUEUE_UNAVAILABLE` (a leader election after a lost
+    /// node is waited out within it).
+    pub publish_timeout: DurationText,
+    /// How long a gateway holds a resource it replays without renewing it:
+    /// after it dies, another gateway continues this much later.
+    pub lease: DurationText,
+}
+
+impl Default for JetStreamSection {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            replicas: 3,
+            prefix: "gateway".into(),
+            publish_timeout: DurationText(Duration::from_secs(15)),
+            lease: DurationText(Duration::from_secs(30)),
         }
     }
 }
@@ -526,7 +581,9 @@ impl Config {
             check_url("upstreams.hardware", url)?;
         }
         let degraded = &self.degraded;
-        if degraded.queue_path.as_os_str().is_empty() {
+        if degraded.queue_backend == QueueBackend::Jetstream {
+            check_jetstream(degraded)?;
+        } else if degraded.queue_path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "degraded.queue_path",
                 "must name a file",
@@ -675,6 +732,64 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `[degraded.jetstream]` with `queue_backend = "jetstream"`.
+fn check_jetstream(degraded: &DegradedConfig) -> Result<(), ConfigError> {
+    let js = &degraded.jetstream;
+    if js.urls.is_empty() {
+        return Err(ConfigError::invalid(
+            "degraded.jetstream.urls",
+            "lists no NATS server (queue_backend = \"jetstream\" needs at least one)",
+        ));
+    }
+    for (i, url) in js.urls.iter().enumerate() {
+        let key = format!("degraded.jetstream.urls[{i}]");
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| ConfigError::invalid(&key, format!("not a URL: {e}")))?;
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        if !matches!(uri.scheme_str(), Some("nats" | "tls")) || authority.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                "must be a nats:// or tls:// URL with a host",
+            ));
+        }
+        if authority.contains('@') {
+            // A credential in the file would be printed with it.
+            return Err(ConfigError::invalid(
+                key,
+                "must not carry credentials (the token is GATEWAY_NATS_TOKEN)",
+            ));
+        }
+    }
+    if !matches!(js.replicas, 1 | 3 | 5) {
+        return Err(ConfigError::invalid(
+            "degraded.jetstream.replicas",
+            "must be 1, 3 or 5",
+        ));
+    }
+    let prefix_ok = !js.prefix.is_empty()
+        && js.prefix.len() <= 32
+        && js
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !prefix_ok {
+        return Err(ConfigError::invalid(
+            "degraded.jetstream.prefix",
+            "must be 1 to 32 characters of a-z, 0-9, `_` and `-`",
+        ));
+    }
+    for (key, value) in [
+        ("degraded.jetstream.publish_timeout", js.publish_timeout),
+        ("degraded.jetstream.lease", js.lease),
+    ] {
+        if value.0.is_zero() {
+            return Err(ConfigError::invalid(key, "must be more than 0"));
+        }
+    }
+    Ok(())
+}
+
 fn check_rate(key: &str, rate: &RateLimitConfig) -> Result<(), ConfigError> {
     if rate.per_second == 0 {
         return Err(ConfigError::invalid(
@@ -774,6 +889,59 @@ mod tests {
             let error = Config::parse(&text).expect_err(key).to_string();
             assert!(error.contains(key), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn the_jetstream_backend_is_checked() {
+        let js = |section: &str| {
+            format!(
+                "{MINIMAL}\n[degraded]\nqueue_backend = \"jetstream\"\n[degraded.jetstream]\n{section}"
+            )
+        };
+        let config = Config::parse(&js(r#"urls = ["nats://a:4222", "tls://b:4222"]"#)).unwrap();
+        let section = &config.degraded.jetstream;
+        assert_eq!(config.degraded.queue_backend, QueueBackend::Jetstream);
+        assert_eq!((section.replicas, section.prefix.as_str()), (3, "gateway"));
+        assert_eq!(section.publish_timeout.0, Duration::from_secs(15));
+        assert_eq!(section.lease.0, Duration::from_secs(30));
+        for (section, key) in [
+            ("", "degraded.jetstream.urls"),
+            (r#"urls = ["http://a:4222"]"#, "degraded.jetstream.urls[0]"),
+            (
+                r#"urls = ["nats://u:secret@a:4222"]"#,
+                "degraded.jetstream.urls[0]",
+            ),
+            (
+                r#"urls = ["nats://a"]
+replicas = 2"#,
+                "degraded.jetstream.replicas",
+            ),
+            (
+                r#"urls = ["nats://a"]
+prefix = "a.b""#,
+                "degraded.jetstream.prefix",
+            ),
+            (
+                r#"urls = ["nats://a"]
+lease = "0s""#,
+                "degraded.jetstream.lease",
+            ),
+            (
+                r#"urls = ["nats://a"]
+publish_timeout = "0s""#,
+                "degraded.jetstream.publish_timeout",
+            ),
+        ] {
+            let error = Config::parse(&js(section)).expect_err(key).to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+        // The redb default ignores the section.
+        let redb = format!("{MINIMAL}\n[degraded.jetstream]\nreplicas = 2");
+        assert_eq!(
+            Config::parse(&redb).unwrap().degraded.queue_backend,
+            QueueBackend::Redb
+        );
     }
 
     #[test]

@@ -39,10 +39,13 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
-    config::{DegradedConfig, QueueKeySource},
+    config::{DegradedConfig, QueueBackend, QueueKeySource},
     principal::Principal,
     problem::{Code, GatewayError},
-    queue::{NewWrite, Payload, QueueError, QueueLimits, Sealer, WriteQueue, WriteTarget},
+    queue::{
+        JetStreamConfig, NewWrite, Payload, QueueError, QueueLimits, Sealer, WriteQueue,
+        WriteTarget,
+    },
     routes::Route,
     settings::Secret,
     stale::{StaleCache, StaleLimits, mark_stale},
@@ -68,16 +71,20 @@ pub struct Degraded {
 }
 
 impl Degraded {
-    /// Opens the queue at `config.queue_path` with `key` (base64 of 32
-    /// bytes), or the key file beside the queue when
-    /// `config.queue_key_source` allows it.
-    pub async fn open(config: &DegradedConfig, key: Option<&Secret>) -> anyhow::Result<Self> {
-        if key.is_none() && config.queue_key_source == QueueKeySource::Env {
-            anyhow::bail!(
-                "degraded.queue_key_source is \"env\" but GATEWAY_QUEUE_KEY is not set (base64 of 32 bytes, from a secret store)"
-            );
-        }
-        let sealer = sealer(&config.queue_path, key)?;
+    /// Opens the write queue `config.queue_backend` names, sealed with
+    /// `key` (base64 of 32 bytes):
+    ///
+    /// - redb: the file `config.queue_path`; without `key`, the key file
+    ///   beside it when `config.queue_key_source` allows it;
+    /// - JetStream: the cluster of `[degraded.jetstream]` (with
+    ///   `nats_token`), whose stream and buckets are created or updated;
+    ///   `key` is required, since every gateway of the fleet opens the
+    ///   writes the others sealed.
+    pub async fn open(
+        config: &DegradedConfig,
+        key: Option<&Secret>,
+        nats_token: Option<&Secret>,
+    ) -> anyhow::Result<Self> {
         let limits = QueueLimits {
             max_entries: config.queue_max_entries,
             max_per_subject: config.queue_max_per_subject,
@@ -85,9 +92,45 @@ impl Degraded {
             max_age: config.queue_max_age.0,
             retention: config.queue_retention.0,
         };
-        let queue = WriteQueue::open_redb(&config.queue_path, limits, sealer)
-            .await
-            .with_context(|| format!("opening the write queue {}", config.queue_path.display()))?;
+        let queue = match config.queue_backend {
+            QueueBackend::Redb => {
+                if key.is_none() && config.queue_key_source == QueueKeySource::Env {
+                    anyhow::bail!(
+                        "degraded.queue_key_source is \"env\" but GATEWAY_QUEUE_KEY is not set (base64 of 32 bytes, from a secret store)"
+                    );
+                }
+                let sealer = sealer(&config.queue_path, key)?;
+                WriteQueue::open_redb(&config.queue_path, limits, sealer)
+                    .await
+                    .with_context(|| {
+                        format!("opening the write queue {}", config.queue_path.display())
+                    })?
+            }
+            QueueBackend::Jetstream => {
+                let Some(key) = key else {
+                    anyhow::bail!(
+                        "degraded.queue_backend is \"jetstream\" but GATEWAY_QUEUE_KEY is not set: every gateway of the fleet needs the same key (base64 of 32 bytes, from a secret store)"
+                    );
+                };
+                let sealer = sealer_of(key.expose(), "GATEWAY_QUEUE_KEY")?;
+                let section = &config.jetstream;
+                let mut shared = JetStreamConfig::new(section.urls.iter().cloned());
+                shared.replicas = section.replicas;
+                shared.prefix = section.prefix.clone();
+                shared.publish_timeout = section.publish_timeout.0;
+                shared.lease = section.lease.0;
+                shared.token = nats_token.map(|t| t.expose().to_owned());
+                shared.instance = instance_name();
+                WriteQueue::open_jetstream(shared, limits, sealer)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "opening the shared write queue on NATS JetStream ({})",
+                            section.urls.join(", ")
+                        )
+                    })?
+            }
+        };
         Ok(Self {
             queue,
             stale: StaleCache::new(StaleLimits {
@@ -97,6 +140,19 @@ impl Degraded {
             wake: Arc::new(Notify::new()),
         })
     }
+}
+
+/// This gateway's name among the fleet's (the holder of the resources it
+/// replays): the host name (the pod's) and a random suffix, unique even
+/// when a restarted pod keeps its name.
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!("{host}-{}", &Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// The queue key: `GATEWAY_QUEUE_KEY`, else `<queue>.key` (created with
@@ -134,8 +190,13 @@ fn sealer(queue: &Path, key: Option<&Secret>) -> anyhow::Result<Sealer> {
             (text.trim().to_owned(), path.display().to_string())
         }
     };
+    sealer_of(&text, &origin)
+}
+
+/// The sealer of the key `text` (base64 of 32 bytes) from `origin`.
+fn sealer_of(text: &str, origin: &str) -> anyhow::Result<Sealer> {
     let bytes = STANDARD
-        .decode(&text)
+        .decode(text.trim())
         .ok()
         .filter(|b| b.len() == 32)
         .with_context(|| format!("{origin}: the queue key must be base64 of 32 bytes"))?;
@@ -375,7 +436,7 @@ mod tests {
             queue_key_source: QueueKeySource::Env,
             ..DegradedConfig::default()
         };
-        let error = Degraded::open(&config, None).await.unwrap_err();
+        let error = Degraded::open(&config, None, None).await.unwrap_err();
         assert!(
             format!("{error:#}").contains("GATEWAY_QUEUE_KEY"),
             "{error:#}"
@@ -383,7 +444,7 @@ mod tests {
         assert!(!dir.path().join("q.redb.key").exists());
         assert!(!dir.path().join("q.redb").exists());
         let key = Secret::new(STANDARD.encode([9_u8; 32]));
-        Degraded::open(&config, Some(&key)).await.unwrap();
+        Degraded::open(&config, Some(&key), None).await.unwrap();
         assert!(
             !dir.path().join("q.redb.key").exists(),
             "no key file beside the queue"

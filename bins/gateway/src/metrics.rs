@@ -175,10 +175,15 @@ pub async fn render(State(gateway): State<std::sync::Arc<Gateway>>) -> Response 
     service_kit::prometheus::render(&gateway.metrics)
 }
 
-/// Sets the queue's gauges: depth, bytes and the oldest write's age.
+/// Sets the queue's gauges: depth, bytes and the oldest write's age. A
+/// queue that does not answer within a second keeps the last figures (a
+/// scrape never waits on an unreachable cluster).
 pub async fn queue_gauges(queue: &WriteQueue) {
-    match queue.stats().await {
-        Ok(stats) => {
+    let stats = tokio::time::timeout(std::time::Duration::from_secs(1), queue.stats()).await;
+    match stats {
+        Err(_) => tracing::warn!("the write queue's figures did not come in time"),
+        Ok(Err(error)) => tracing::error!(%error, "reading the write queue's figures failed"),
+        Ok(Ok(stats)) => {
             metrics::gauge!("gateway_queue_depth").set(stats.depth as f64);
             metrics::gauge!("gateway_queue_bytes").set(stats.bytes as f64);
             let age = stats.oldest_accepted_ms.map_or(0.0, |at| {
@@ -187,7 +192,6 @@ pub async fn queue_gauges(queue: &WriteQueue) {
             });
             metrics::gauge!("gateway_queue_oldest_age_seconds").set(age);
         }
-        Err(error) => tracing::error!(%error, "reading the write queue's figures failed"),
     }
 }
 

@@ -19,7 +19,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 pub use write_queue::{
-    NewWrite, QueueError, QueueLimits, QueueStats, Sealer, WriteMeta, WriteState, millis,
+    JetStreamConfig, NewWrite, QueueError, QueueLimits, QueueStats, Sealer, WriteMeta, WriteState,
+    millis,
 };
 
 /// The gateway's queue.

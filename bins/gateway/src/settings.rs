@@ -10,13 +10,15 @@ use std::{net::IpAddr, path::PathBuf};
 pub use service_kit::Secret;
 
 /// Every environment variable the gateway reads (besides `RUST_LOG`).
-pub const ENVIRONMENT: [&str; 8] = [
+pub const ENVIRONMENT: [&str; 10] = [
     "GATEWAY_CONFIG",
     "PORT",
     "HOST",
     "STORE_SERVICE_URL",
     "HARDWARE_SERVICE_URL",
     "PAGERDUTY_ROUTING_KEY",
+    "GATEWAY_QUEUE_KEY",
+    "GATEWAY_NATS_TOKEN",
     "LOG_FORMAT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
@@ -65,9 +67,15 @@ pub struct Settings {
 
     /// The write queue's key (base64 of 32 bytes): queued request bodies,
     /// which may carry store secrets, are sealed with it (AES-256-GCM).
-    /// Unset: the file `<degraded.queue_path>.key`, created on first start.
+    /// Unset: the file `<degraded.queue_path>.key`, created on first start
+    /// (redb only: with JetStream every gateway needs the same key).
     #[arg(long, env = "GATEWAY_QUEUE_KEY", hide_env_values = true)]
     pub queue_key: Option<Secret>,
+
+    /// The token the shared write queue's NATS cluster wants, if any
+    /// (`degraded.queue_backend = "jetstream"`).
+    #[arg(long, env = "GATEWAY_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<Secret>,
 
     /// Log format: `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
@@ -89,6 +97,7 @@ impl Settings {
             hardware_service_url: None,
             pagerduty_routing_key: None,
             queue_key: None,
+            nats_token: None,
             log_format: "json".into(),
             otlp_endpoint: None,
         }
@@ -112,7 +121,10 @@ mod tests {
             "g.toml",
             "--pagerduty-routing-key",
             "R0UT1NG",
+            "--nats-token",
+            "N4TST0KEN",
         ]);
         assert!(!format!("{cli:?}").contains("R0UT1NG"));
+        assert!(!format!("{cli:?}").contains("N4TST0KEN"));
     }
 }

@@ -108,9 +108,13 @@ impl Application {
         for route in routes.0.iter() {
             alerts::watch_breaker(alerts.clone(), &route.breaker);
         }
-        let degraded = Degraded::open(&config.degraded, settings.queue_key.as_ref())
-            .await
-            .context("starting degraded mode")?;
+        let degraded = Degraded::open(
+            &config.degraded,
+            settings.queue_key.as_ref(),
+            settings.nats_token.as_ref(),
+        )
+        .await
+        .context("starting degraded mode")?;
         let client = upstream::client(
             config.server.upstream_idle_timeout.0,
             config.server.upstream_connect_timeout.0,

@@ -23,7 +23,10 @@
 //!   bound plus the fixed overhead of `max_entries` messages, `discard:
 //!   new`) refuse what concurrent instances would add beyond them.
 
-use std::{collections::BTreeMap, fmt, marker::PhantomData, time::Duration, time::SystemTime};
+use std::{
+    collections::BTreeMap, fmt, future::Future, marker::PhantomData, time::Duration,
+    time::SystemTime,
+};
 
 use async_nats::{
     HeaderMap,
@@ -55,8 +58,12 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// The prefix of the stream (upper case), bucket and subject names.
     pub prefix: String,
-    /// How long to wait for a write's acknowledgement (and any other
-    /// request) before the write is refused as unavailable.
+    /// How long a call may take, retries included, before it is refused
+    /// as [`QueueError::Unavailable`]: a write's acknowledgement, and any
+    /// other request. A stream whose leader's node was lost elects another
+    /// (measured: 6 to 9 s on nats-server 2.15); calls refused or
+    /// unanswered meanwhile are tried again within this time, so it should
+    /// be longer than an election.
     pub publish_timeout: Duration,
     /// The token to authenticate with, if any (never printed).
     pub token: Option<String>,
@@ -68,14 +75,14 @@ pub struct JetStreamConfig {
 }
 
 impl JetStreamConfig {
-    /// The defaults for `urls`: 3 replicas, prefix `gateway`, 5 s to
+    /// The defaults for `urls`: 3 replicas, prefix `gateway`, 15 s to
     /// publish, 30 s leases, a random instance name.
     pub fn new(urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             urls: urls.into_iter().map(Into::into).collect(),
             replicas: 3,
             prefix: "gateway".into(),
-            publish_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(15),
             token: None,
             lease: Duration::from_secs(30),
             instance: Uuid::new_v4().simple().to_string(),
@@ -124,8 +131,20 @@ pub(crate) struct JetStreamQueue<M, O> {
     /// Stored bytes per message beside the payload.
     overhead: u64,
     publish_timeout: Duration,
+    /// How long one attempt of a call may take.
+    attempt_timeout: Duration,
     types: PhantomData<fn() -> (M, O)>,
 }
+
+/// One attempt's share of `publish_timeout`: a quarter, between 250 ms and
+/// 2 s.
+fn attempt_timeout(publish_timeout: Duration) -> Duration {
+    (publish_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
+}
+
+/// The first pause between attempts; it doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 fn unavailable(what: &str, error: impl fmt::Display) -> QueueError {
     QueueError::Unavailable(format!("{what}: {error}"))
@@ -147,9 +166,10 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         limits: QueueLimits,
         sealer: Sealer,
     ) -> Result<Self, QueueError> {
+        let attempt = attempt_timeout(config.publish_timeout);
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(config.publish_timeout)
-            .request_timeout(Some(config.publish_timeout));
+            .request_timeout(Some(attempt));
         if let Some(token) = config.token.clone() {
             options = options.token(token);
         }
@@ -157,7 +177,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             .await
             .map_err(|e| unavailable("connect", e))?;
         let context = jetstream::ContextBuilder::new()
-            .timeout(config.publish_timeout)
+            .timeout(attempt)
             .build(client);
         let prefix = config.prefix.clone();
         let subject_len = format!("{prefix}.writes.").len() as u64 + 32 + 1 + 32;
@@ -233,12 +253,41 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             sealer,
             overhead,
             publish_timeout: config.publish_timeout,
+            attempt_timeout: attempt,
             types: PhantomData,
         })
     }
 
     pub(crate) fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+
+    /// Runs `op` until it answers anything but [`QueueError::Unavailable`],
+    /// each attempt within `attempt_timeout`, all within
+    /// `publish_timeout`, pausing 50 ms doubling to 500 ms between
+    /// attempts. Every call made through it is safe to repeat: reads,
+    /// publishes (deduplicated on the write's id), and changes that check
+    /// what an earlier unanswered attempt did.
+    async fn patiently<T, F: Future<Output = Result<T, QueueError>>>(
+        &self,
+        what: &str,
+        mut op: impl FnMut() -> F,
+    ) -> Result<T, QueueError> {
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let error = match tokio::time::timeout(left.min(self.attempt_timeout), op()).await {
+                Ok(Err(QueueError::Unavailable(error))) => QueueError::Unavailable(error),
+                Ok(answer) => return answer,
+                Err(_) => unavailable(what, "no answer in time"),
+            };
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
     }
 
     fn subject(&self, resource: &str, subject: &str) -> String {
@@ -252,11 +301,15 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
 
     /// The status entry of `id` (not a deleted one) and its revision.
     async fn status_entry(&self, id: Uuid) -> Result<Option<(Record<M, O>, u64)>, QueueError> {
+        let key = id.simple().to_string();
         let entry = self
-            .status
-            .entry(id.simple().to_string())
-            .await
-            .map_err(|e| unavailable("read a status", e))?;
+            .patiently("read a status", || async {
+                self.status
+                    .entry(key.as_str())
+                    .await
+                    .map_err(|e| unavailable("read a status", e))
+            })
+            .await?;
         match entry {
             Some(entry) if entry.operation == Operation::Put => {
                 Ok(Some((decode(id, &entry.value)?, entry.revision)))
@@ -268,10 +321,13 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
     /// Unfinished writes and their payload bytes, fleet-wide.
     async fn depth(&self) -> Result<(u64, u64, u64), QueueError> {
         let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| unavailable("stream info", e))?;
+            .patiently("stream info", || async {
+                self.stream
+                    .get_info()
+                    .await
+                    .map_err(|e| unavailable("stream info", e))
+            })
+            .await?;
         let state = info.state;
         let payload = state
             .bytes
@@ -307,7 +363,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             return Err(QueueError::Full { entries, bytes });
         }
         let subject = self.subject(write.meta.resource(), &write.subject);
-        let full = QueueError::Full { entries, bytes };
+        let full = (entries, bytes);
         let mut sealed = sealed;
         let mut ack = self
             .publish(&subject, id.simple().to_string(), &sealed, size, full)
@@ -321,32 +377,38 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             if self.status_entry(id).await?.is_some() {
                 return Err(QueueError::Duplicate(id));
             }
-            match self.stream.direct_get(ack.sequence).await {
-                Ok(message) => sealed = message.payload.to_vec(),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                    let msg_id = format!("{}.{}", id.simple(), Uuid::new_v4().simple());
-                    let full = QueueError::Full { entries, bytes };
-                    ack = self.publish(&subject, msg_id, &sealed, size, full).await?;
-                }
-                Err(e) => return Err(unavailable("read a write", e)),
+            let kept = self.sealed_at(ack.sequence).await?;
+            if kept.is_empty() {
+                let msg_id = format!("{}.{}", id.simple(), Uuid::new_v4().simple());
+                ack = self.publish(&subject, msg_id, &sealed, size, full).await?;
+            } else {
+                sealed = kept;
             }
         }
         let record = Record::accepted(write, ack.sequence, now, sealed, size);
+        let key = id.simple().to_string();
+        let value = encode(id, &without_payload(&record))?;
         let created = self
-            .status
-            .create(
-                id.simple().to_string(),
-                encode(id, &without_payload(&record))?.into(),
-            )
+            .patiently("store a status", || async {
+                match self.status.create(key.as_str(), value.clone().into()).await {
+                    Ok(_) => Ok(()),
+                    // Ours, if an earlier attempt was stored unanswered.
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                        match self.status.entry(key.as_str()).await {
+                            Ok(Some(entry)) if entry.value.as_ref() == value.as_slice() => Ok(()),
+                            Ok(_) => Err(QueueError::Duplicate(id)),
+                            Err(e) => Err(unavailable("read a status", e)),
+                        }
+                    }
+                    Err(e) => Err(unavailable("store a status", e)),
+                }
+            })
             .await;
         if let Err(error) = created {
             if let Err(e) = self.stream.delete_message(ack.sequence).await {
                 tracing::warn!(%id, error = %e, "could not withdraw a write whose status failed");
             }
-            return Err(match error.kind() {
-                CreateErrorKind::AlreadyExists => QueueError::Duplicate(id),
-                _ => unavailable("store a status", error),
-            });
+            return Err(error);
         }
         Ok(record)
     }
@@ -358,43 +420,47 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         msg_id: String,
         sealed: &[u8],
         size: u64,
-        full: QueueError,
+        (entries, bytes): (u64, u64),
     ) -> Result<jetstream::publish::PublishAck, QueueError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID, msg_id.as_str());
-        let publish = async {
-            self.context
-                .publish_with_headers(subject.to_owned(), headers, sealed.to_vec().into())
-                .await?
-                .await
-        };
-        match tokio::time::timeout(self.publish_timeout, publish).await {
-            Err(_) => Err(QueueError::Unavailable("no acknowledgement in time".into())),
-            Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(error)) => Err(match error.kind() {
+        // Repeated with the same message id, an attempt that was stored
+        // unanswered is acknowledged as a duplicate of it.
+        self.patiently("publish", || async {
+            let mut headers = HeaderMap::new();
+            headers.insert(MSG_ID, msg_id.as_str());
+            let published = async {
+                self.context
+                    .publish_with_headers(subject.to_owned(), headers, sealed.to_vec().into())
+                    .await?
+                    .await
+            };
+            published.await.map_err(|error| match error.kind() {
                 PublishErrorKind::MaxPayloadExceeded => QueueError::TooLarge { size },
-                PublishErrorKind::Other if is_full(&error) => full,
+                PublishErrorKind::Other if is_full(&error) => QueueError::Full { entries, bytes },
                 _ => unavailable("publish", error),
-            }),
-        }
+            })
+        })
+        .await
     }
 
     /// Messages on the subjects matching `filter`.
     async fn count(&self, filter: &str) -> Result<u64, QueueError> {
-        let mut subjects = self
-            .stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(|e| unavailable("count subjects", e))?;
-        let mut total = 0;
-        while let Some((_, n)) = subjects
-            .try_next()
-            .await
-            .map_err(|e| unavailable("count subjects", e))?
-        {
-            total += n as u64;
-        }
-        Ok(total)
+        self.patiently("count subjects", || async {
+            let mut subjects = self
+                .stream
+                .info_with_subjects(filter)
+                .await
+                .map_err(|e| unavailable("count subjects", e))?;
+            let mut total = 0;
+            while let Some((_, n)) = subjects
+                .try_next()
+                .await
+                .map_err(|e| unavailable("count subjects", e))?
+            {
+                total += n as u64;
+            }
+            Ok(total)
+        })
+        .await
     }
 
     pub(crate) async fn get(&self, id: Uuid) -> Result<Option<Record<M, O>>, QueueError> {
@@ -403,6 +469,11 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
 
     /// The message of a write: its id and sealed payload.
     async fn message(&self, filter: &str) -> Result<Option<(u64, Uuid, Vec<u8>)>, QueueError> {
+        self.patiently("read a write", || self.message_once(filter))
+            .await
+    }
+
+    async fn message_once(&self, filter: &str) -> Result<Option<(u64, Uuid, Vec<u8>)>, QueueError> {
         match self.stream.direct_get_next_for_subject(filter, None).await {
             Ok(message) => {
                 let id = message
@@ -417,21 +488,28 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         }
     }
 
-    async fn sealed_of(&self, seq: u64) -> Result<Vec<u8>, QueueError> {
-        match self.stream.direct_get(seq).await {
-            Ok(message) => Ok(message.payload.to_vec()),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(unavailable("read a write", e)),
-        }
+    /// The sealed payload of the message at `seq` (empty: none there).
+    async fn sealed_at(&self, seq: u64) -> Result<Vec<u8>, QueueError> {
+        self.patiently("read a write", || async {
+            match self.stream.direct_get(seq).await {
+                Ok(message) => Ok(message.payload.to_vec()),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(unavailable("read a write", e)),
+            }
+        })
+        .await
     }
 
     /// The holder of `res`'s lease, if any.
     async fn lease_holder(&self, res: &str) -> Result<Option<String>, QueueError> {
         let entry = self
-            .leases
-            .entry(res)
-            .await
-            .map_err(|e| unavailable("read a lease", e))?;
+            .patiently("read a lease", || async {
+                self.leases
+                    .entry(res)
+                    .await
+                    .map_err(|e| unavailable("read a lease", e))
+            })
+            .await?;
         Ok(entry
             .filter(|e| e.operation == Operation::Put)
             .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
@@ -439,17 +517,21 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
 
     /// Takes `res`'s lease (or finds this instance holds it).
     async fn acquire(&self, res: &str) -> Result<bool, QueueError> {
-        match self
-            .leases
-            .create(res, self.instance.clone().into_bytes().into())
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                Ok(self.lease_holder(res).await?.as_deref() == Some(self.instance.as_str()))
-            }
-            Err(e) => Err(unavailable("take a lease", e)),
-        }
+        // Repeatable: an attempt taken unanswered is found held by us.
+        let taken = self
+            .patiently("take a lease", || async {
+                match self
+                    .leases
+                    .create(res, self.instance.clone().into_bytes().into())
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(unavailable("take a lease", e)),
+                }
+            })
+            .await?;
+        Ok(taken || self.lease_holder(res).await?.as_deref() == Some(self.instance.as_str()))
     }
 
     pub(crate) async fn due(
@@ -535,39 +617,54 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         let starting = matches!(change, Change::Start);
         let retrying = matches!(change, Change::Retry { .. });
         let finished = record.apply(change);
-        match self
-            .status
-            .update(
-                id.simple().to_string(),
-                encode(id, &without_payload(&record))?.into(),
-                revision,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                return Err(QueueError::Busy);
+        let key = id.simple().to_string();
+        let value = encode(id, &without_payload(&record))?;
+        self.patiently("store a status", || async {
+            match self
+                .status
+                .update(key.as_str(), value.clone().into(), revision)
+                .await
+            {
+                Ok(_) => Ok(()),
+                // Changed since it was read: by an earlier attempt of ours
+                // stored unanswered (the value is ours), or by another
+                // instance.
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    match self.status.entry(key.as_str()).await {
+                        Ok(Some(entry)) if entry.value.as_ref() == value.as_slice() => Ok(()),
+                        Ok(_) => Err(QueueError::Busy),
+                        Err(e) => Err(unavailable("read a status", e)),
+                    }
+                }
+                Err(e) => Err(unavailable("store a status", e)),
             }
-            Err(e) => return Err(unavailable("store a status", e)),
-        }
+        })
+        .await?;
         let res = token(record.resource());
         if finished && let Err(e) = self.stream.delete_message(record.seq).await {
             tracing::warn!(%id, error = %e, "could not delete a finished write's message");
         }
         if finished || retrying {
-            self.leases
-                .delete(&res)
-                .await
-                .map_err(|e| unavailable("release a lease", e))?;
+            self.patiently("release a lease", || async {
+                self.leases
+                    .delete(&res)
+                    .await
+                    .map_err(|e| unavailable("release a lease", e))
+            })
+            .await?;
         }
         if starting {
-            self.leases
-                .put(&res, self.instance.clone().into_bytes().into())
-                .await
-                .map_err(|e| unavailable("renew a lease", e))?;
+            self.patiently("renew a lease", || async {
+                self.leases
+                    .put(&res, self.instance.clone().into_bytes().into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| unavailable("renew a lease", e))
+            })
+            .await?;
         }
         if !record.state.is_finished() {
-            record.sealed = self.sealed_of(record.seq).await?;
+            record.sealed = self.sealed_at(record.seq).await?;
         }
         Ok(record)
     }
