@@ -29,6 +29,27 @@ queue_key: the gateway's write queue key is required.
   - gateway.toml's `[degraded] queue_key_source` is "env" (the gateway
     refuses to start without GATEWAY_QUEUE_KEY).
 
+queue_backend: where the gateway's accepted writes live.
+  - redb (the default): queue_path is on a volume the container mounts
+    (the root filesystem is read-only);
+  - jetstream: [degraded.jetstream] names NATS URLs and replicas >= 3 (a
+    202 survives the loss of a NATS server), no queue_path and no
+    writable volume in the pod (it keeps nothing of the queue), the root
+    filesystem read-only, GATEWAY_NATS_TOKEN from a required Secret, and a
+    NetworkPolicy lets the gateway reach the NATS servers' client port;
+  - the overlays in JETSTREAM_OVERLAYS (prod) use jetstream, and every
+    overlay's gateway.toml equals the base's outside [degraded]
+    (validate.py, across overlays).
+
+nats_access (on the rendered deploy/k8s/nats, namespace `nats`): only the
+gateways reach the NATS client port 4222, only the NATS servers the route
+port 6222, nobody the monitoring port 8222: by the NetworkPolicies and by
+the Istio AuthorizationPolicies (STRICT mTLS). The NATS pods come from the
+Helm chart (not rendered offline): a stand-in with the chart's labels and
+ports is checked against the policies. nats_values: the Helm values set what
+those policies and the gateway rely on (3 servers, JetStream on PVCs, the
+token from a Secret, no_advertise, service account `nats`, no nats-box).
+
 Each check returns a list of failures (strings) and a list of notes (what
 was verified), for one overlay's documents.
 """
@@ -50,6 +71,16 @@ QUEUE_KEY_ENV = "GATEWAY_QUEUE_KEY"
 # (bins/gateway/src/config.rs, default_routes).
 GATEWAY_DEFAULT_PREFIXES = ["/api/stores"]
 GATEWAY_UPSTREAM_ENVS = ("STORE_SERVICE_URL", "HARDWARE_SERVICE_URL")
+# The JetStream write queue (components/jetstream-queue, deploy/k8s/nats).
+JETSTREAM_OVERLAYS = {"prod"}
+NATS_TOKEN_ENV = "GATEWAY_NATS_TOKEN"
+PLATFORM_NAMESPACE = "store-platform"
+GATEWAY_LABELS = {"app.kubernetes.io/name": "gateway"}
+GATEWAY_PRINCIPAL = "cluster.local/ns/store-platform/sa/gateway"
+NATS_NAMESPACE = "nats"
+NATS_POD_LABELS = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats"}
+NATS_PRINCIPAL = "cluster.local/ns/nats/sa/nats"
+NATS_CLIENT_PORT, NATS_ROUTE_PORT, NATS_MONITOR_PORT = 4222, 6222, 8222
 
 
 def by_kind(docs, kind):
@@ -639,6 +670,230 @@ def queue_key(docs):
     return failures, notes
 
 
+def egress_admitted(docs, wl, namespace, labels, number):
+    """NetworkPolicies that let `wl`'s pods open a connection to a pod of
+    `namespace` with `labels` on port `number`; None if none isolates the
+    pods for egress (everything is allowed)."""
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+    isolating, admitting = False, []
+    for np in by_kind(docs, "NetworkPolicy"):
+        if namespace_of(np) != wl.namespace:
+            continue
+        spec = np.get("spec", {})
+        if not selector_matches(spec.get("podSelector") or {}, wl.labels):
+            continue
+        if "Egress" not in (spec.get("policyTypes") or []):
+            continue
+        isolating = True
+        for rule in spec.get("egress") or []:
+            if not port_in(rule.get("ports"), number, None):
+                continue
+            peers = rule.get("to")
+            if not peers:
+                admitting.append(name_of(np))
+                continue
+            for peer in peers:
+                if "ipBlock" in peer:
+                    continue  # pod addresses: not relied upon
+                ns_sel = peer.get("namespaceSelector")
+                if ns_sel is None:
+                    if namespace != wl.namespace:
+                        continue
+                elif not selector_matches(ns_sel, ns_labels):
+                    continue
+                if selector_matches(peer.get("podSelector") or {}, labels):
+                    admitting.append(name_of(np))
+    return admitting if isolating else None
+
+
+def queue_backend(docs, overlay=None):
+    failures, notes = [], []
+    wl = gateway_workload(docs)
+    if wl is None:
+        return ["no gateway Deployment"], notes
+    container = next((c for c in wl.containers if c.get("name") == "gateway"), None)
+    config = gateway_toml(docs, wl)
+    if container is None or config is None:
+        return ["the gateway Deployment has no container `gateway` or no gateway.toml"], notes
+    degraded = config.get("degraded") or {}
+    backend = degraded.get("queue_backend", "redb")
+    mounts = container.get("volumeMounts") or []
+    volumes = {v["name"]: v for v in wl.doc["spec"]["template"]["spec"].get("volumes") or []}
+    read_only_root = (container.get("securityContext") or {}).get("readOnlyRootFilesystem") is True
+    if not read_only_root:
+        failures.append("gateway: the root filesystem is not read-only")
+    if overlay in JETSTREAM_OVERLAYS and backend != "jetstream":
+        failures.append(
+            f'gateway.toml: queue_backend is "{backend}" in {overlay}: its accepted writes would be lost '
+            f"with a pod (the overlay must use the JetStream queue, components/jetstream-queue)"
+        )
+    if backend == "redb":
+        path = degraded.get("queue_path", "gateway-queue.redb")
+        mount = next(
+            (m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/") and not m.get("readOnly")),
+            None,
+        )
+        if mount is None:
+            failures.append(f"gateway.toml: queue_path {path!r} is on no writable volume of the gateway container")
+        else:
+            kind = next((k for k in volumes.get(mount["name"], {}) if k != "name"), "?")
+            notes.append(f"gateway: redb queue {path} on volume {mount['name']} ({kind}: lost with the pod)")
+        return failures, notes
+    if backend != "jetstream":
+        return failures + [f'gateway.toml: unknown queue_backend "{backend}"'], notes
+    js = degraded.get("jetstream") or {}
+    urls = js.get("urls") or []
+    if not urls or not all(urlsplit(u).scheme in ("nats", "tls") and urlsplit(u).hostname for u in urls):
+        failures.append(f"gateway.toml: [degraded.jetstream] urls {urls!r}: NATS URLs (nats:// or tls://) needed")
+    replicas = js.get("replicas", 3)
+    if replicas not in (3, 5):
+        failures.append(
+            f"gateway.toml: [degraded.jetstream] replicas = {replicas}: a 202 must survive the loss of a NATS server (3 or 5)"
+        )
+    if "queue_path" in degraded:
+        failures.append("gateway.toml: queue_path is set with the jetstream backend (unused: misleading)")
+    writable = [m["mountPath"] for m in mounts if not m.get("readOnly")]
+    if writable:
+        failures.append(f"gateway: writable volumes {writable} with the jetstream backend: the pod must keep nothing of the queue")
+    envs = [e for e in container.get("env") or [] if e.get("name") == NATS_TOKEN_ENV]
+    ref = (envs[0].get("valueFrom") or {}).get("secretKeyRef") if len(envs) == 1 else None
+    if len(envs) != 1 or "value" in envs[0] or ref is None or ref.get("optional", False):
+        failures.append(f"gateway: {NATS_TOKEN_ENV} must come once from a required Secret (secretKeyRef, not optional)")
+    policies = egress_admitted(docs, wl, NATS_NAMESPACE, NATS_POD_LABELS, NATS_CLIENT_PORT)
+    if policies == []:
+        failures.append(f"gateway: no NetworkPolicy lets it reach the NATS servers ({NATS_NAMESPACE}) on {NATS_CLIENT_PORT}")
+    if not failures:
+        notes.append(
+            f"gateway: JetStream queue, R{replicas}, {', '.join(urls)}, no volume, read-only root, "
+            f"{NATS_TOKEN_ENV} from Secret {ref.get('name')}, egress to NATS:{NATS_CLIENT_PORT} "
+            f"({'no egress isolation' if policies is None else 'NetworkPolicy ' + ', '.join(sorted(set(policies)))})"
+        )
+    return failures, notes
+
+
+def nats_workload():
+    """The NATS servers of the Helm release `nats` (deploy/k8s/nats/values.yaml),
+    as the chart labels them and names their ports."""
+    return Workload({
+        "kind": "StatefulSet",
+        "metadata": {"name": "nats", "namespace": NATS_NAMESPACE},
+        "spec": {"template": {
+            "metadata": {"labels": dict(NATS_POD_LABELS, **{"app.kubernetes.io/component": "nats"})},
+            "spec": {"containers": [{"name": "nats", "ports": [
+                {"containerPort": NATS_CLIENT_PORT, "name": "nats"},
+                {"containerPort": NATS_ROUTE_PORT, "name": "cluster"},
+                {"containerPort": NATS_MONITOR_PORT, "name": "monitor"},
+            ]}]},
+        }},
+    })
+
+
+def istio_may_allow(docs, wl, port, source):
+    """Whether the ALLOW AuthorizationPolicies selecting wl may let `source`
+    connect to `port` (DENY policies are not credited)."""
+    allows = [ap for ap in applicable_policies(docs, wl) if (ap.get("spec") or {}).get("action", "ALLOW") == "ALLOW"]
+    if not allows:
+        return True
+    for ap in allows:
+        for rule in (ap.get("spec") or {}).get("rules") or []:
+            if not rule_from_may(rule, source):
+                continue
+            ops = [t.get("operation") or {} for t in rule.get("to") or []] or [{}]
+            if any(operation_port_may(op, port) for op in ops):
+                return True
+    return False
+
+
+def nats_access(docs):
+    failures, notes = [], []
+    wl = nats_workload()
+    strict = any(
+        namespace_of(pa) == NATS_NAMESPACE and ((pa.get("spec") or {}).get("mtls") or {}).get("mode") == "STRICT"
+        and not (pa.get("spec") or {}).get("selector")
+        for pa in by_kind(docs, "PeerAuthentication")
+    )
+    if not strict:
+        failures.append(f"no namespace-wide STRICT PeerAuthentication in {NATS_NAMESPACE}: callers are not authenticated")
+    # (who, namespace, labels, labels fully known, principal, ports it may reach)
+    gateway_sa = GATEWAY_PRINCIPAL
+    callers = [
+        ("the gateway", PLATFORM_NAMESPACE, GATEWAY_LABELS, True, gateway_sa, {NATS_CLIENT_PORT}),
+        ("another NATS server", NATS_NAMESPACE, wl.labels, True, NATS_PRINCIPAL, {NATS_ROUTE_PORT}),
+        ("store-service", PLATFORM_NAMESPACE, {"app.kubernetes.io/name": "store-service"}, True,
+         f"cluster.local/ns/{PLATFORM_NAMESPACE}/sa/store-service", set()),
+        ("another pod of nats (nats-box)", NATS_NAMESPACE, {"app.kubernetes.io/name": "nats-box"}, True,
+         f"cluster.local/ns/{NATS_NAMESPACE}/sa/nats-box", set()),
+        ("any pod of namespace default", "default", {}, False, "cluster.local/ns/default/sa/default", set()),
+        ("the ingress gateway", INGRESS_NAMESPACE, INGRESS_POD_LABELS, False, None, set()),
+        ("a pod of store-platform with another account", PLATFORM_NAMESPACE, {"app.kubernetes.io/name": "store-migrate"},
+         True, f"cluster.local/ns/{PLATFORM_NAMESPACE}/sa/default", set()),
+        ("Prometheus", MONITORING_NAMESPACE, {}, False, PROMETHEUS_PRINCIPAL, set()),
+    ]
+    for who, namespace, labels, known, principal, expected in callers:
+        source = Source(namespace, principal)
+        for port in (NATS_CLIENT_PORT, NATS_ROUTE_PORT, NATS_MONITOR_PORT):
+            policies = admitted(docs, wl, port, namespace, labels, known)
+            network = policies is None or policies != []
+            mesh = istio_may_allow(docs, wl, port, source)
+            if port in expected:
+                if not network:
+                    failures.append(f"{who} may not reach NATS:{port}: no NetworkPolicy of {NATS_NAMESPACE} admits it")
+                elif not mesh:
+                    failures.append(f"{who} may not reach NATS:{port}: no AuthorizationPolicy rule allows {principal}")
+                else:
+                    notes.append(f"{who} reaches NATS:{port} (NetworkPolicy and AuthorizationPolicy)")
+            else:
+                # Each layer alone must refuse it.
+                if network:
+                    via = "no NetworkPolicy isolates it" if policies is None else f"NetworkPolicy {', '.join(sorted(set(policies)))}"
+                    failures.append(f"{who} may reach NATS:{port} through the network ({via})")
+                if mesh:
+                    failures.append(f"{who} may connect to NATS:{port}: an AuthorizationPolicy of {NATS_NAMESPACE} may allow it")
+    if not failures:
+        notes.append(
+            f"NATS: only the gateway reaches {NATS_CLIENT_PORT}, only NATS servers {NATS_ROUTE_PORT}, "
+            f"nobody {NATS_MONITOR_PORT} (NetworkPolicies and AuthorizationPolicies, STRICT mTLS)"
+        )
+    return failures, notes
+
+
+def nats_values(values):
+    """The Helm values of the NATS release (k8s/nats/values.yaml): what the
+    policies and the gateway's configuration rely on."""
+    failures, notes = [], []
+
+    def get(*path):
+        node = values
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    expect = [
+        (("config", "cluster", "enabled"), True, "a NATS cluster"),
+        (("config", "cluster", "replicas"), 3, "3 servers (R3 streams)"),
+        (("config", "jetstream", "enabled"), True, "JetStream"),
+        (("config", "jetstream", "fileStore", "enabled"), True, "file storage"),
+        (("config", "jetstream", "fileStore", "pvc", "enabled"), True, "a PersistentVolumeClaim per server"),
+        (("config", "cluster", "merge", "no_advertise"), True, "no pod addresses advertised to clients"),
+        (("config", "merge", "authorization", "token"), "<< $NATS_TOKEN >>", "token authentication"),
+        (("serviceAccount", "enabled"), True, "its own service account"),
+        (("serviceAccount", "name"), NATS_PRINCIPAL.rsplit("/", 1)[1], "the account the AuthorizationPolicy names"),
+        (("natsBox", "enabled"), False, "no client pod beside the servers"),
+    ]
+    for path, want, why in expect:
+        got = get(*path)
+        if got != want:
+            failures.append(f"values.yaml: {'.'.join(path)} is {got!r}, not {want!r} ({why})")
+    if not (get("container", "env", "NATS_TOKEN", "valueFrom", "secretKeyRef") or {}).get("name"):
+        failures.append("values.yaml: container.env.NATS_TOKEN does not come from a Secret")
+    if not failures:
+        notes.append("values.yaml: 3 servers, JetStream on PVCs, token from a Secret, no_advertise, service account "
+                     f"{get('serviceAccount', 'name')}, no nats-box")
+    return failures, notes
+
+
 # --- the self-test: each check fails on a broken copy ------------------------------
 
 
@@ -732,16 +987,113 @@ MUTATIONS = [
 ]
 
 
-def self_test(docs):
-    """Every mutation must be caught; the unmutated documents must pass.
-    Returns the number of problems."""
+def _uses_jetstream(docs):
+    config = gateway_toml(docs, gateway_workload(docs)) or {}
+    return (config.get("degraded") or {}).get("queue_backend", "redb") == "jetstream"
+
+
+def _nats_token_env(docs):
+    return next(e for e in _gateway_env(docs) if e["name"] == NATS_TOKEN_ENV)
+
+
+def _gateway_container(docs):
+    return gateway_workload(docs).containers[0]
+
+
+def _add_queue_volume(docs):
+    spec = gateway_workload(docs).doc["spec"]["template"]["spec"]
+    spec["volumes"].append({"name": "queue", "emptyDir": {"sizeLimit": "1Gi"}})
+    spec["containers"][0]["volumeMounts"].append({"name": "queue", "mountPath": "/var/lib/gateway"})
+
+
+# Mutations of the queue backend, for the overlays on that backend:
+# (what, applies to overlays on "jetstream" or "redb", how).
+QUEUE_MUTATIONS = [
+    ("the JetStream overlay back on redb (writes lost with a pod)", "jetstream",
+     lambda d: _set_toml(d, 'queue_backend = "jetstream"', 'queue_backend = "redb"\nqueue_path = "/var/lib/gateway/queue.redb"')
+     or _add_queue_volume(d)),
+    ("JetStream with 1 replica", "jetstream",
+     lambda d: _set_toml(d, "replicas = 3", "replicas = 1")),
+    ("JetStream without URLs", "jetstream",
+     lambda d: _set_toml(d, 'urls = ["nats://nats.nats.svc.cluster.local:4222"]', "urls = []")),
+    ("an emptyDir queue volume left beside JetStream", "jetstream", _add_queue_volume),
+    ("GATEWAY_NATS_TOKEN a literal", "jetstream",
+     lambda d: _nats_token_env(d).update(value="t") or _nats_token_env(d).pop("valueFrom")),
+    ("GATEWAY_NATS_TOKEN optional", "jetstream",
+     lambda d: _nats_token_env(d)["valueFrom"]["secretKeyRef"].update(optional=True)),
+    ("GATEWAY_NATS_TOKEN missing", "jetstream",
+     lambda d: _gateway_env(d).remove(_nats_token_env(d))),
+    ("no NetworkPolicy lets the gateway reach NATS", "jetstream",
+     lambda d: d.remove(_find(d, "NetworkPolicy", "gateway-to-nats"))),
+    ("the root filesystem writable", "jetstream",
+     lambda d: _gateway_container(d)["securityContext"].update(readOnlyRootFilesystem=False)),
+    ("the redb queue on no volume (read-only root)", "redb",
+     lambda d: _gateway_container(d).update(
+         volumeMounts=[m for m in _gateway_container(d)["volumeMounts"] if m["mountPath"] != "/var/lib/gateway"])),
+]
+
+
+def _nats_policy(docs):
+    return _find(docs, "NetworkPolicy", "nats")
+
+
+def _nats_authz(docs):
+    return _find(docs, "AuthorizationPolicy", "nats")
+
+
+NATS_MUTATIONS = [
+    ("no NetworkPolicy in nats", lambda d: d.remove(_nats_policy(d)) or d.remove(_find(d, "NetworkPolicy", "default-deny"))),
+    ("the client port admits every pod of store-platform", lambda d: _nats_policy(d)["spec"]["ingress"][0]["from"][0].pop("podSelector")),
+    ("the client port admits every namespace", lambda d: _nats_policy(d)["spec"]["ingress"][0].update(
+        {"from": [{"namespaceSelector": {}}]})),
+    ("the client port admits anyone (no from)", lambda d: _nats_policy(d)["spec"]["ingress"][0].pop("from")),
+    ("the route port admits anyone", lambda d: _nats_policy(d)["spec"]["ingress"][1].pop("from")),
+    ("the monitoring port admitted from monitoring", lambda d: _nats_policy(d)["spec"]["ingress"].append(
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}],
+         "ports": [{"protocol": "TCP", "port": NATS_MONITOR_PORT}]})),
+    ("no AuthorizationPolicy on NATS", lambda d: d.remove(_nats_authz(d))),
+    ("the client rule allows any principal", lambda d: _nats_authz(d)["spec"]["rules"][0].pop("from")),
+    ("the client rule allows every account of store-platform", lambda d: _nats_authz(d)["spec"]["rules"][0].update(
+        {"from": [{"source": {"namespaces": [PLATFORM_NAMESPACE]}}]})),
+    ("the route rule allows any port", lambda d: _nats_authz(d)["spec"]["rules"][1].pop("to")),
+    ("mTLS PERMISSIVE in nats", lambda d: _find(d, "PeerAuthentication", "default")["spec"]["mtls"].update(mode="PERMISSIVE")),
+    ("the gateway no longer admitted on 4222", lambda d: _nats_policy(d)["spec"]["ingress"].pop(0)),
+]
+
+
+def nats_self_test(docs):
+    """Every NATS mutation must be caught. Returns the number of problems."""
     problems = 0
-    for check in (public_routes, queue_key):
+    failures, _ = nats_access(docs)
+    if failures:
+        print(f"SELF-TEST the unmutated nats manifests fail: {failures}")
+        problems += 1
+    for what, mutate in NATS_MUTATIONS:
+        broken = copy.deepcopy(docs)
+        mutate(broken)
+        failures, _ = nats_access(broken)
+        if failures:
+            print(f"self-test: caught: {what}: {failures[0]}")
+        else:
+            print(f"SELF-TEST MISSED: {what}")
+            problems += 1
+    return problems
+
+
+def self_test(docs, overlay=None):
+    """Every mutation must be caught; the unmutated documents must pass.
+    Returns (the number of problems, the number of broken copies)."""
+    problems = 0
+    backend_check = lambda d: queue_backend(d, overlay)
+    backend_check.__name__ = "queue_backend"
+    for check in (public_routes, queue_key, backend_check):
         failures, _ = check(docs)
         if failures:
             print(f"SELF-TEST the unmutated overlay fails {check.__name__}: {failures}")
             problems += 1
-    for what, check, mutate in MUTATIONS:
+    backend = "jetstream" if _uses_jetstream(docs) else "redb"
+    mutations = list(MUTATIONS) + [(w, backend_check, m) for w, b, m in QUEUE_MUTATIONS if b == backend]
+    for what, check, mutate in mutations:
         broken = copy.deepcopy(docs)
         mutate(broken)
         failures, _ = check(broken)
@@ -750,4 +1102,4 @@ def self_test(docs):
         else:
             print(f"SELF-TEST MISSED: {what}")
             problems += 1
-    return problems
+    return problems, len(mutations)

@@ -6,13 +6,16 @@ metric names of the alert rules and the dashboard.
       kinds with kubernetes-validate (strict), custom resources with the
       CRD schemas (tools/validate-crds.mjs), and fails on any kind that is
       neither built in, nor has a schema, nor is listed as unchecked.
-  validate.py front-door OUT_DIR -- OVERLAY...
+  validate.py front-door OUT_DIR [--nats NAME] [--base-toml FILE] -- OVERLAY...
       on every rendered overlay: only `/api/` is public (the public routes,
       what the ingress gateway may reach, the gateway's own routes) while
       Prometheus still scrapes /metrics; the gateway's write queue key is a
-      required Secret and gateway.toml asks for it (tools/front_door.py).
-      When they pass, broken copies of each overlay must each fail
-      (self-test).
+      required Secret and gateway.toml asks for it; the queue backend
+      (prod on JetStream: no volume, NATS token from a Secret, egress to
+      NATS); every overlay's gateway.toml equals FILE outside [degraded];
+      on OUT_DIR/NAME.yaml (deploy/k8s/nats) only the gateways reach the
+      NATS client port (tools/front_door.py). When they pass, broken copies
+      of each must each fail (self-test).
   validate.py metrics RULES_YAML DASHBOARD_JSON METRICS_TXT [--update]
       extracts every metric name used by the PrometheusRule expressions and
       the dashboard queries; fails if METRICS_TXT differs (--update
@@ -193,7 +196,7 @@ def metrics(rules_path, dashboard_path, out_path, update):
     return 0
 
 
-def front_door(out_dir, overlays):
+def front_door(out_dir, overlays, nats=None, base_toml=None):
     import front_door as fd
 
     failures = 0
@@ -201,27 +204,68 @@ def front_door(out_dir, overlays):
     for overlay in overlays:
         with open(os.path.join(out_dir, overlay + ".yaml")) as f:
             docs_of[overlay] = [d for d in yaml.safe_load_all(f) if d]
-        for check in (fd.public_routes, fd.queue_key):
+        checks = (fd.public_routes, fd.queue_key, lambda docs, o=overlay: fd.queue_backend(docs, o))
+        for check in checks:
             bad, notes = check(docs_of[overlay])
             for note in notes:
                 print(f"{overlay}: ok   {note}")
             for line in bad:
                 print(f"{overlay}: FAIL {line}")
             failures += len(bad)
+    # gateway.toml: one file per backend (the base's, components/jetstream-queue's);
+    # outside [degraded] every overlay's must equal the base's.
+    if base_toml:
+        import tomllib
+
+        with open(base_toml, "rb") as f:
+            base = tomllib.load(f)
+        base.pop("degraded", None)
+        for overlay in overlays:
+            wl = fd.gateway_workload(docs_of[overlay])
+            config = fd.gateway_toml(docs_of[overlay], wl) if wl else None
+            if config is None:
+                continue
+            config = dict(config)
+            config.pop("degraded", None)
+            if config != base:
+                keys = sorted(k for k in set(config) | set(base) if config.get(k) != base.get(k))
+                print(f"{overlay}: FAIL gateway.toml differs from {os.path.basename(base_toml)} outside [degraded]: {keys}")
+                failures += 1
+            else:
+                print(f"{overlay}: ok   gateway.toml equals the base's outside [degraded]")
+    nats_docs = None
+    if nats:
+        with open(os.path.join(out_dir, nats + ".yaml")) as f:
+            nats_docs = [d for d in yaml.safe_load_all(f) if d]
+        values_path = os.path.join(HERE, "..", "k8s", nats, "values.yaml")
+        with open(values_path) as f:
+            values = yaml.safe_load(f)
+        for bad, notes in (fd.nats_access(nats_docs), fd.nats_values(values)):
+            for note in notes:
+                print(f"{nats}: ok   {note}")
+            for line in bad:
+                print(f"{nats}: FAIL {line}")
+            failures += len(bad)
     if failures:
         print(f"front door: {failures} failures (self-test skipped)")
         return failures
+    import contextlib
+    import io
+
     for i, overlay in enumerate(overlays):
         if i == 0:
-            problems = fd.self_test(docs_of[overlay])
+            problems, count = fd.self_test(docs_of[overlay], overlay)
         else:
-            import contextlib
-            import io
-
             with contextlib.redirect_stdout(io.StringIO()) as out:
-                problems = fd.self_test(docs_of[overlay])
+                problems, count = fd.self_test(docs_of[overlay], overlay)
             print("".join(l + "\n" for l in out.getvalue().splitlines() if not l.startswith("self-test: caught")), end="")
-        print(f"self-test {overlay}: {len(fd.MUTATIONS)} broken copies, {len(fd.MUTATIONS) - problems} caught")
+        print(f"self-test {overlay}: {count} broken copies, {count - problems} caught")
+        failures += problems
+    if nats_docs is not None:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            problems = fd.nats_self_test(nats_docs)
+        print("".join(l + "\n" for l in out.getvalue().splitlines() if not l.startswith("self-test: caught")), end="")
+        print(f"self-test {nats}: {len(fd.NATS_MUTATIONS)} broken copies, {len(fd.NATS_MUTATIONS) - problems} caught")
         failures += problems
     return failures
 
@@ -229,7 +273,8 @@ def front_door(out_dir, overlays):
 def main(argv):
     if argv[0] == "front-door":
         split = argv.index("--")
-        return 1 if front_door(argv[1], argv[split + 1:]) else 0
+        options = dict(zip(argv[2:split:2], argv[3:split:2]))
+        return 1 if front_door(argv[1], argv[split + 1:], options.get("--nats"), options.get("--base-toml")) else 0
     if argv[0] == "render-check":
         split = argv.index("--")
         out_dir, versions, overlays = argv[1], argv[2:split], argv[split + 1:]
