@@ -945,6 +945,16 @@ publish_timeout = "0s""#,
     }
 
     #[test]
+    fn the_production_fleet_file_is_valid() {
+        // deploy/'s prod overlay: the queue on NATS JetStream.
+        let text = include_str!("../../../deploy/k8s/components/jetstream-queue/gateway.toml");
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.degraded.queue_backend, QueueBackend::Jetstream);
+        assert_eq!(config.degraded.queue_key_source, QueueKeySource::Env);
+        assert_eq!(config.degraded.jetstream.replicas, 3);
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let config = Config::parse(include_str!("../gateway.example.toml")).unwrap();
         let defaults = Config::parse(MINIMAL)
