@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testkit::{
-    DatabaseEngine, OidcIssuer, OpenBao, PgCluster, Service, ServiceCommand, build_binary,
-    configure_store_service, migrate_store, store_service_command,
+    DatabaseEngine, NatsCluster, OidcIssuer, OpenBao, PgCluster, Service, ServiceCommand,
+    build_binary, configure_store_service, migrate_store, store_service_command,
 };
 
 /// The store database.
@@ -15,12 +15,33 @@ pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a scenario waits for the platform to settle (a breaker to
 /// close, a queued write to be replayed, a failover to be noticed).
 pub const SETTLE: Duration = Duration::from_secs(120);
+/// How long a fleet gateway holds a resource it replays without renewing
+/// it (`degraded.jetstream.lease`): a killed gateway's writes are taken
+/// over this much later.
+pub const LEASE: Duration = Duration::from_secs(3);
+/// The fleet's queue key (`GATEWAY_QUEUE_KEY`, base64 of the bytes 0 to
+/// 31): every gateway opens what the others sealed.
+const FLEET_QUEUE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Where the gateways keep their write queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    /// One gateway, its queue in an embedded redb file.
+    Redb,
+    /// `gateways` gateways sharing one queue on a 3-node NATS JetStream
+    /// cluster (3 replicas).
+    JetStream {
+        /// How many gateways.
+        gateways: usize,
+    },
+}
 
 /// The whole platform on free ports: PostgreSQL (a primary and `replicas`
 /// streaming replicas), OpenBao configured as `deploy/vault/setup.sh` does
 /// (KV, Transit, the database engine, the production policy, an AppRole
 /// and the token issuer), the store-service binary on Vault's credentials
-/// and the gateway binary in front of it with the local stack's route.
+/// and the gateway binary in front of it with the local stack's route
+/// (or several gateways sharing a NATS JetStream queue: [`Queue`]).
 /// Everything stops when it is dropped.
 pub struct Platform {
     /// The database cluster.
@@ -31,12 +52,15 @@ pub struct Platform {
     pub issuer: OidcIssuer,
     /// The store-service process.
     pub store: Service,
-    /// The gateway process.
-    pub gateway: Service,
+    /// The gateway processes (the first is "the gateway").
+    pub gateways: Vec<Service>,
+    /// The NATS JetStream cluster the gateways share, with
+    /// [`Queue::JetStream`].
+    pub nats: Option<NatsCluster>,
     /// `http://127.0.0.1:<port>` of the store service.
     pub store_base: String,
-    /// `http://127.0.0.1:<port>` of the gateway.
-    pub gateway_base: String,
+    /// `http://127.0.0.1:<port>` of each gateway.
+    pub gateway_bases: Vec<String>,
     /// The HTTP client of the scenarios.
     pub http: reqwest::Client,
     /// Holds the gateway's configuration and write queue.
@@ -44,13 +68,37 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Starts everything; panics (with the failing service's log) when
-    /// something does not start.
+    /// Starts everything with one gateway on the embedded queue; panics
+    /// (with the failing service's log) when something does not start.
     pub async fn start(replicas: usize) -> Platform {
+        Self::start_with(replicas, Queue::Redb).await
+    }
+
+    /// Starts everything, with `gateways` gateways sharing a queue on a
+    /// 3-node NATS JetStream cluster, and a primary without replicas.
+    pub async fn fleet(gateways: usize) -> Platform {
+        Self::start_with(0, Queue::JetStream { gateways }).await
+    }
+
+    /// Starts everything with `replicas` database replicas and the
+    /// gateways of `queue`.
+    pub async fn start_with(replicas: usize, queue: Queue) -> Platform {
+        let nats = async {
+            match queue {
+                Queue::Redb => None,
+                Queue::JetStream { .. } => Some(
+                    NatsCluster::builder()
+                        .nodes(3)
+                        .start()
+                        .await
+                        .expect("NATS JetStream starts"),
+                ),
+            }
+        };
         let binaries = tokio::task::spawn_blocking(|| {
             Ok::<_, testkit::Error>((build_binary("store-service")?, build_binary("gateway")?))
         });
-        let (pg, bao) = tokio::join!(PgCluster::start(replicas), OpenBao::start());
+        let (pg, bao, nats) = tokio::join!(PgCluster::start(replicas), OpenBao::start(), nats);
         let (pg, bao) = (pg.expect("PostgreSQL starts"), bao.expect("OpenBao starts"));
         let (store_binary, gateway_binary) = binaries
             .await
@@ -81,34 +129,56 @@ impl Platform {
 
         let dir = tempfile::tempdir().expect("a folder for the gateway");
         let config = dir.path().join("gateway.toml");
-        std::fs::write(&config, gateway_config(&issuer, &store_base, dir.path()))
-            .expect("writing gateway.toml");
-        let gateway_port = testkit::free_port().expect("a free port");
-        let gateway_base = format!("http://127.0.0.1:{gateway_port}");
-        let gateway = Service::start(
-            ServiceCommand::new(&gateway_binary)
+        let section = nats.as_ref().map(jetstream_section).unwrap_or_default();
+        let text = gateway_config(&issuer, &store_base, dir.path()) + &section;
+        std::fs::write(&config, text).expect("writing gateway.toml");
+        let count = match queue {
+            Queue::Redb => 1,
+            Queue::JetStream { gateways } => gateways,
+        };
+        let (mut gateways, mut gateway_bases) = (Vec::new(), Vec::new());
+        for _ in 0..count {
+            let port = testkit::free_port().expect("a free port");
+            let base = format!("http://127.0.0.1:{port}");
+            let command = ServiceCommand::new(&gateway_binary)
                 .env("GATEWAY_CONFIG", &config)
-                .env("PORT", gateway_port.to_string())
+                .env("PORT", port.to_string())
                 .env("HOST", "127.0.0.1")
                 .env("STORE_SERVICE_URL", &store_base)
                 .env("LOG_FORMAT", "text")
                 .env("RUST_LOG", "warn")
                 .env_remove("PAGERDUTY_ROUTING_KEY")
-                .env_remove("GATEWAY_QUEUE_KEY"),
-            format!("{gateway_base}/ready"),
-        )
-        .await
-        .expect("the gateway starts");
+                .env_remove("GATEWAY_NATS_TOKEN");
+            let command = match queue {
+                Queue::Redb => command.env_remove("GATEWAY_QUEUE_KEY"),
+                Queue::JetStream { .. } => command.env("GATEWAY_QUEUE_KEY", FLEET_QUEUE_KEY),
+            };
+            let gateway = Service::start(command, format!("{base}/ready"))
+                .await
+                .expect("the gateway starts");
+            gateways.push(gateway);
+            gateway_bases.push(base);
+        }
+        // Installs the TLS provider reqwest needs; a fleet's writes may
+        // wait out a NATS leader election (publish_timeout, 15 s) after
+        // the route's timeout.
+        testkit::http_client().expect("an HTTP client");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
 
         Platform {
             pg,
             bao,
             issuer,
             store,
-            gateway,
+            gateways,
+            nats,
             store_base,
-            gateway_base,
-            http: testkit::http_client().expect("an HTTP client"),
+            gateway_bases,
+            http,
             _dir: dir,
         }
     }
@@ -122,9 +192,14 @@ impl Platform {
             .expect("a token from OpenBao")
     }
 
-    /// The gateway's URL of `path`.
+    /// The (first) gateway's URL of `path`.
     pub fn gateway_url(&self, path: &str) -> String {
-        format!("{}{path}", self.gateway_base)
+        self.url_of(0, path)
+    }
+
+    /// Gateway `i`'s URL of `path`.
+    pub fn url_of(&self, i: usize, path: &str) -> String {
+        format!("{}{path}", self.gateway_bases[i])
     }
 
     /// The store service's own URL of `path` (behind the gateway).
@@ -132,22 +207,43 @@ impl Platform {
         format!("{}{path}", self.store_base)
     }
 
-    /// A request to the gateway with `token` as bearer.
+    /// A request to the (first) gateway with `token` as bearer.
     pub fn through_gateway(
         &self,
         method: reqwest::Method,
         path: &str,
         token: &str,
     ) -> reqwest::RequestBuilder {
+        self.through(0, method, path, token)
+    }
+
+    /// A request to gateway `i` with `token` as bearer.
+    pub fn through(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
-            .request(method, self.gateway_url(path))
+            .request(method, self.url_of(i, path))
             .bearer_auth(token)
     }
 
     /// `GET path` through the gateway with `token`: the status and the
     /// JSON body (`Null` when the body is not JSON).
     pub async fn get_json(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self.get(path, token).await;
+        self.get_json_via(0, path, token).await
+    }
+
+    /// `GET path` through gateway `i` with `token`: the status and the
+    /// JSON body (`Null` when the body is not JSON).
+    pub async fn get_json_via(&self, i: usize, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .through(i, reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .expect("the gateway answers");
         (response.status().as_u16(), json_body(response).await)
     }
 
@@ -170,9 +266,24 @@ impl Platform {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> reqwest::Response {
+        self.send_json_via(0, method, path, token, headers, body)
+            .await
+    }
+
+    /// `method path` with a JSON `body` through gateway `i` with `token`
+    /// and `headers`: the response.
+    pub async fn send_json_via(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> reqwest::Response {
         headers
             .iter()
-            .fold(self.through_gateway(method, path, token), |r, (k, v)| {
+            .fold(self.through(i, method, path, token), |r, (k, v)| {
                 r.header(*k, *v)
             })
             .json(body)
@@ -204,14 +315,18 @@ impl Platform {
     /// Polls `GET /api/requests/{id}` through the gateway until the queued
     /// write is finished (`completed` or `failed`); returns its record.
     pub async fn finished(&self, request_id: &str, token: &str) -> Value {
+        self.finished_via(0, request_id, token).await
+    }
+
+    /// Polls `GET /api/requests/{id}` through gateway `i` until the
+    /// queued write is finished; returns its record.
+    pub async fn finished_via(&self, i: usize, request_id: &str, token: &str) -> Value {
         let path = format!("/api/requests/{request_id}");
         testkit::eventually(
             &format!("queued write {request_id} to finish"),
             SETTLE,
             || {
-                let request = self
-                    .through_gateway(reqwest::Method::GET, &path, token)
-                    .send();
+                let request = self.through(i, reqwest::Method::GET, &path, token).send();
                 async move {
                     let record: Value = request.await.ok()?.json().await.ok()?;
                     matches!(record["status"].as_str(), Some("completed" | "failed"))
@@ -228,6 +343,23 @@ impl Platform {
 /// JSON).
 pub async fn json_body(response: reqwest::Response) -> Value {
     response.json().await.unwrap_or_default()
+}
+
+/// `[degraded.jetstream]` on `nats`, appended to the configuration.
+fn jetstream_section(nats: &NatsCluster) -> String {
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        r#"queue_backend = "jetstream"
+
+[degraded.jetstream]
+urls = [{urls}]
+replicas = 3
+publish_timeout = "15s"
+lease = "{lease}s"
+"#,
+        urls = urls.join(", "),
+        lease = LEASE.as_secs(),
+    )
 }
 
 /// The configuration `cargo xtask up` writes (the stores route with a 2 s

@@ -54,6 +54,10 @@ pub enum Code {
     /// 429: the upstream is down and this subject already has as many
     /// unfinished queued writes as one subject may: nothing was accepted.
     TooManyQueuedWrites,
+    /// 400: a write's `Idempotency-Key` breaks the store API's rule (1 to
+    /// 255 visible ASCII characters): refused before it is forwarded or
+    /// queued.
+    InvalidIdempotencyKey,
 }
 
 impl Code {
@@ -75,6 +79,7 @@ impl Code {
             Self::WriteQueueFull => "WRITE_QUEUE_FULL",
             Self::WriteQueueUnavailable => "WRITE_QUEUE_UNAVAILABLE",
             Self::TooManyQueuedWrites => "TOO_MANY_QUEUED_WRITES",
+            Self::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
         }
     }
 
@@ -91,7 +96,7 @@ impl Code {
             Self::RateLimited | Self::TooManyQueuedWrites => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadRequest | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -116,6 +121,7 @@ impl Code {
             Self::WriteQueueFull => "Write queue full",
             Self::WriteQueueUnavailable => "Write queue unavailable",
             Self::TooManyQueuedWrites => "Too many queued writes",
+            Self::InvalidIdempotencyKey => "Invalid idempotency key",
         }
     }
 
@@ -142,6 +148,9 @@ impl Code {
             }
             Self::TooManyQueuedWrites => {
                 "The upstream service is unavailable and you already have as many queued writes as one client may; nothing was accepted. Retry after the time in Retry-After."
+            }
+            Self::InvalidIdempotencyKey => {
+                "The Idempotency-Key header must be 1 to 255 printable ASCII characters."
             }
         }
     }

@@ -149,7 +149,12 @@ pub async fn forward(State(forwarding): State<Forwarding>, request: Request) -> 
     let mut idempotency_key = String::new();
     if is_write {
         idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY) {
-            Some(key) => String::from_utf8_lossy(key.as_bytes()).into_owned(),
+            // The store API's rule, checked before anything is forwarded
+            // or queued: a queued write never fails on its key.
+            Some(key) => match key.to_str() {
+                Ok(key) if store_domain::is_valid_idempotency_key(key) => key.to_owned(),
+                _ => return GatewayError::new(Code::InvalidIdempotencyKey).into_response(),
+            },
             None if degraded.is_some() => {
                 let key = uuid::Uuid::now_v7().to_string();
                 if let Ok(value) = HeaderValue::from_str(&key) {

@@ -213,6 +213,22 @@ async fn bad_input_is_refused_and_never_forwarded() {
     .await;
     assert_eq!(raw_status(&chunked), 413, "{chunked}");
 
+    // Idempotency keys the store API would refuse: refused here, before
+    // they are forwarded (or, with the upstream down, queued with a 202).
+    for key in ["two words", &"k".repeat(256), "tab\tkey"] {
+        let refused = http
+            .post(gw.url("/api/stores"))
+            .bearer_auth(&token)
+            .header("idempotency-key", key)
+            .json(&serde_json::json!({"name": "Keyed Shop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{key}");
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["error"], "INVALID_IDEMPOTENCY_KEY", "{key}");
+    }
+
     // Raw requests no HTTP client would send.
     let cases: Vec<(&str, String)> = vec![
         (

@@ -63,7 +63,7 @@ use crate::{
 };
 
 /// The request header.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY: &str = store_domain::IDEMPOTENCY_KEY_HEADER;
 
 /// The header of a replayed response.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -72,15 +72,16 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The longest key accepted.
-pub const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = store_domain::IDEMPOTENCY_KEY_MAX_LEN;
 
 /// The response headers stored and replayed (`Read-After` is not: a replay
 /// gets a token of its own).
 const KEPT_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
 
-/// Whether a key is usable: 1 to 255 visible ASCII characters.
+/// Whether a key is usable: 1 to 255 visible ASCII characters (the rule
+/// the gateway applies too).
 pub fn is_valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+    store_domain::is_valid_idempotency_key(key)
 }
 
 /// A claimed key, handed to the handler (a request extension) so that its

@@ -26,6 +26,7 @@ mod create;
 mod cursor;
 mod etag;
 mod event;
+mod idempotency;
 pub mod limits;
 mod page;
 mod problem;
@@ -41,6 +42,7 @@ pub use create::{CreateStore, ValidCreate};
 pub use cursor::{CURSOR_MAX_CHARS, Cursor, CursorError};
 pub use etag::{InvalidEtag, etag, parse_etag};
 pub use event::{ChangedField, EventKind, FieldChange, StoreEvent};
+pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LEN, is_valid_idempotency_key};
 pub use page::{PageLimit, PageLimitError, StorePage, StoreQuery};
 pub use problem::{
     CONCURRENCY_MESSAGE, ErrorCode, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem,

@@ -508,6 +508,55 @@ impl NatsCluster {
         })
     }
 
+    /// The node that leads the stream `name`, when a quorum of the running,
+    /// unfrozen nodes (the leader among them) names it (`GET
+    /// /jsz?streams=true`). A single server leads every stream.
+    pub async fn stream_leader(&self, name: &str) -> Option<usize> {
+        #[derive(Deserialize)]
+        struct Jsz {
+            #[serde(default)]
+            account_details: Vec<Account>,
+        }
+        #[derive(Deserialize)]
+        struct Account {
+            #[serde(default)]
+            stream_detail: Vec<StreamDetail>,
+        }
+        #[derive(Deserialize)]
+        struct StreamDetail {
+            name: String,
+            cluster: Option<StreamCluster>,
+        }
+        #[derive(Deserialize)]
+        struct StreamCluster {
+            leader: Option<String>,
+        }
+        let live = self.live().await;
+        if self.len() == 1 {
+            return live.first().copied();
+        }
+        let mut views = Vec::new();
+        for &i in &live {
+            let url = format!("{}/jsz?streams=true", self.monitor_url(i));
+            let Ok(response) = self.http.get(&url).timeout(PROBE_TIMEOUT).send().await else {
+                continue;
+            };
+            let Ok(jsz) = response.json::<Jsz>().await else {
+                continue;
+            };
+            let leader = jsz
+                .account_details
+                .into_iter()
+                .flat_map(|a| a.stream_detail)
+                .find(|s| s.name == name)
+                .and_then(|s| s.cluster?.leader);
+            if let Some(leader) = leader {
+                views.push((i, leader));
+            }
+        }
+        self.agreed_leader(&views)
+    }
+
     /// Whether node `i` answers `GET /healthz?js-enabled-only=true` with 200.
     pub async fn is_healthy(&self, i: usize) -> bool {
         let url = format!("{}/healthz?js-enabled-only=true", self.monitor_url(i));

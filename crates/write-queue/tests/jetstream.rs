@@ -158,17 +158,13 @@ async fn a_dead_instances_resource_is_due_elsewhere_after_the_lease() {
 
 /// The index of the node leading the queue's stream.
 async fn stream_leader(shared: &Shared) -> usize {
-    let client = async_nats::connect(shared.cluster.urls()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
     let name = format!("{}_WRITES", shared.prefix.to_uppercase());
-    let mut stream = js.get_stream(&name).await.unwrap();
-    let info = stream.info().await.unwrap();
-    let leader = info
-        .cluster
-        .as_ref()
-        .and_then(|c| c.leader.clone())
-        .unwrap();
-    shared.cluster.index_of(&leader).unwrap()
+    let within = Duration::from_secs(60);
+    testkit::eventually("the stream to have a leader", within, || {
+        shared.cluster.stream_leader(&name)
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
