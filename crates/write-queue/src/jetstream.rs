@@ -142,6 +142,11 @@ fn attempt_timeout(publish_timeout: Duration) -> Duration {
     (publish_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
 }
 
+tokio::task_local! {
+    /// The deadline every call of one enqueue shares.
+    static DEADLINE: tokio::time::Instant;
+}
+
 /// The first pause between attempts; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
@@ -268,12 +273,18 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
     /// attempts. Every call made through it is safe to repeat: reads,
     /// publishes (deduplicated on the write's id), and changes that check
     /// what an earlier unanswered attempt did.
+    ///
+    /// Within an [`enqueue`](Self::enqueue), every call shares the
+    /// enqueue's one deadline ([`DEADLINE`]), so a write is answered within
+    /// `publish_timeout` however many calls it takes.
     async fn patiently<T, F: Future<Output = Result<T, QueueError>>>(
         &self,
         what: &str,
         mut op: impl FnMut() -> F,
     ) -> Result<T, QueueError> {
-        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        let deadline = DEADLINE
+            .try_with(|deadline| *deadline)
+            .unwrap_or_else(|_| tokio::time::Instant::now() + self.publish_timeout);
         let mut pause = FIRST_PAUSE;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -335,8 +346,22 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         Ok((state.messages, payload, state.first_sequence))
     }
 
-    /// Stores `write`, whose payload is `sealed` (`size` bytes encoded).
+    /// Stores `write`, whose payload is `sealed` (`size` bytes encoded),
+    /// within `publish_timeout`.
     pub(crate) async fn enqueue<P>(
+        &self,
+        write: NewWrite<M, P>,
+        sealed: Vec<u8>,
+        size: u64,
+        now: SystemTime,
+    ) -> Result<Record<M, O>, QueueError> {
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        DEADLINE
+            .scope(deadline, self.enqueue_within(write, sealed, size, now))
+            .await
+    }
+
+    async fn enqueue_within<P>(
         &self,
         write: NewWrite<M, P>,
         sealed: Vec<u8>,
@@ -467,13 +492,14 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         Ok(self.status_entry(id).await?.map(|(record, _)| record))
     }
 
-    /// The message of a write: its id and sealed payload.
-    async fn message(&self, filter: &str) -> Result<Option<(u64, Uuid, Vec<u8>)>, QueueError> {
+    /// The first message on `filter`: its sequence, write id, sealed
+    /// payload and when it was stored.
+    async fn message(&self, filter: &str) -> Result<Option<Message>, QueueError> {
         self.patiently("read a write", || self.message_once(filter))
             .await
     }
 
-    async fn message_once(&self, filter: &str) -> Result<Option<(u64, Uuid, Vec<u8>)>, QueueError> {
+    async fn message_once(&self, filter: &str) -> Result<Option<Message>, QueueError> {
         match self.stream.direct_get_next_for_subject(filter, None).await {
             Ok(message) => {
                 let id = message
@@ -481,7 +507,12 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
                     .get(MSG_ID)
                     .and_then(|v| write_id(v.as_str()))
                     .ok_or_else(|| unavailable("a message", "without a write id"))?;
-                Ok(Some((message.sequence, id, message.payload.to_vec())))
+                Ok(Some(Message {
+                    seq: message.sequence,
+                    id,
+                    sealed: message.payload.to_vec(),
+                    stored_at: SystemTime::from(message.time),
+                }))
             }
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(unavailable("read a write", e)),
@@ -562,11 +593,27 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         let mut candidates = BTreeMap::new();
         for res in resources {
             let filter = format!("{head}{res}.*");
-            let Some((seq, id, sealed)) = self.message(&filter).await? else {
+            let Some(Message {
+                seq,
+                id,
+                sealed,
+                stored_at,
+            }) = self.message(&filter).await?
+            else {
                 continue;
             };
-            // Just published, its status not yet stored (or withdrawn).
             let Some((mut record, _)) = self.status_entry(id).await? else {
+                // Just published, its status not stored yet: the enqueue
+                // is still at work (for at most publish_timeout). Older, it
+                // gave up and could not withdraw it: withdraw it now, or
+                // it would hold its resource's later writes for ever.
+                let age = SystemTime::now()
+                    .duration_since(stored_at)
+                    .unwrap_or_default();
+                if age > self.publish_timeout * 2 {
+                    tracing::warn!(%id, "withdrawing a write whose status was never stored");
+                    let _ = self.stream.delete_message(seq).await;
+                }
                 continue;
             };
             if record.state.is_finished() {
@@ -689,6 +736,14 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             oldest_accepted_ms: oldest,
         })
     }
+}
+
+/// A write's message.
+struct Message {
+    seq: u64,
+    id: Uuid,
+    sealed: Vec<u8>,
+    stored_at: SystemTime,
 }
 
 /// The write id in a message id (`<id>` or `<id>.<attempt>`).
