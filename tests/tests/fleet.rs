@@ -194,6 +194,38 @@ async fn writes_are_shared_ordered_and_applied_once(platform: Platform) {
     for name in &names {
         assert_eq!(rows_named(&platform, name).await, 1, "{name} applied once");
     }
+    if n < 2 {
+        return;
+    }
+
+    // A gateway that never saw the outage (its breaker closed) gets a
+    // write to a resource another gateway has queued writes for: it
+    // queues it behind them instead of overtaking them (which would end
+    // in 412: the store is still at the version before the queued one).
+    keep_good_copies(&platform, &chain, &token).await;
+    platform.store.freeze().expect("store-service freezes");
+    open_breaker(&platform, 0, &chain, &token).await;
+    let first = queue_put(&platform, 0, &chain, &token, 4).await;
+    platform.store.thaw().expect("store-service thaws");
+    let second = platform
+        .send_json_via(
+            1,
+            Method::PUT,
+            &chain,
+            &token,
+            &[("if-match", "\"5\"")],
+            &json!({ "name": "Chain v6" }),
+        )
+        .await;
+    assert_eq!(second.status(), 202, "{}", json_body(second).await);
+    let second = json_body(second).await["requestId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    completed(&platform, 1, &first, &token, 200).await;
+    completed(&platform, 0, &second, &token, 200).await;
+    let (store, events) = store_and_history(&platform, &chain).await;
+    assert_eq!((store["version"].clone(), events), (json!(6), 6), "{store}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,6 +212,10 @@ pub enum Down {
     Unavailable(Option<StatusCode>),
     /// It did not answer in time.
     Timeout,
+    /// Not asked: writes to the same resource are queued (by any gateway
+    /// of the fleet), and a write sent now would overtake them. Only
+    /// writes are answered for this reason.
+    QueuedAhead,
 }
 
 impl Down {
@@ -221,6 +225,7 @@ impl Down {
             Self::CircuitOpen => "circuit_open",
             Self::Unavailable(_) => "service_unavailable",
             Self::Timeout => "timeout",
+            Self::QueuedAhead => "queued_writes_ahead",
         }
     }
 }
@@ -270,7 +275,9 @@ pub fn read_while_down(
     // RFC 9211: a hit, stale by its age; `fwd=stale` when the upstream was
     // asked and failed (with its status, if it answered).
     let cache_status = match down {
-        Down::CircuitOpen => format!("gateway; hit; ttl=-{age}; detail=\"{}\"", down.reason()),
+        Down::CircuitOpen | Down::QueuedAhead => {
+            format!("gateway; hit; ttl=-{age}; detail=\"{}\"", down.reason())
+        }
         Down::Unavailable(Some(status)) => format!(
             "gateway; fwd=stale; fwd-status={}; ttl=-{age}; detail=\"{}\"",
             status.as_u16(),
@@ -295,6 +302,30 @@ pub fn read_while_down(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// How long a write waits to learn whether writes to its resource are
+/// queued before it is sent anyway: the upstream is up, and a queue that
+/// does not answer (a NATS cluster frozen) must not hold every write.
+const QUEUED_AHEAD_CHECK: Duration = Duration::from_millis(250);
+
+/// Whether writes to the resource of `path_and_query` are queued and
+/// unfinished (fleet-wide with a shared queue): a new write must queue
+/// behind them to keep the order of acceptance. A queue that fails or
+/// does not answer within [`QUEUED_AHEAD_CHECK`] counts as none.
+pub async fn queued_ahead(degraded: &Degraded, path_and_query: &str) -> bool {
+    let resource = crate::queue::resource_of(path_and_query);
+    match tokio::time::timeout(QUEUED_AHEAD_CHECK, degraded.queue.pending(resource)).await {
+        Ok(Ok(pending)) => pending > 0,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the write queue could not say whether writes are queued ahead");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("the write queue did not say in time whether writes are queued ahead");
+            false
+        }
+    }
 }
 
 /// What a write to queue is made of.

@@ -34,7 +34,9 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use crate::{
     client::{ClientIp, X_FORWARDED_FOR},
-    degraded::{Degraded, Down, IDEMPOTENCY_KEY, Write, queue_write, read_while_down},
+    degraded::{
+        Degraded, Down, IDEMPOTENCY_KEY, Write, queue_write, queued_ahead, read_while_down,
+    },
     principal::Principal,
     problem::{Code, GatewayError},
     routes::{MatchedRoute, Route},
@@ -105,6 +107,9 @@ impl FromRef<Arc<Gateway>> for Forwarding {
 
 /// When to come back after a failure that did not open the breaker.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// When to ask about a write queued behind earlier queued writes.
+const RETRY_AFTER_QUEUED_AHEAD: Duration = Duration::from_secs(1);
 
 /// The largest `200` kept for stale reads.
 const MAX_STALE_BODY: u64 = 1024 * 1024;
@@ -212,15 +217,25 @@ pub async fn forward(State(forwarding): State<Forwarding>, request: Request) -> 
                     queue_write(degraded, write, retry_after).await
                 }
                 _ => match why {
-                    Down::CircuitOpen => GatewayError::new(Code::UpstreamUnavailable)
-                        .retry_after(retry_after)
-                        .into_response(),
+                    Down::CircuitOpen | Down::QueuedAhead => {
+                        GatewayError::new(Code::UpstreamUnavailable)
+                            .retry_after(retry_after)
+                            .into_response()
+                    }
                     Down::Timeout => GatewayError::new(Code::GatewayTimeout).into_response(),
                     Down::Unavailable(_) => GatewayError::new(Code::BadGateway).into_response(),
                 },
             }
         }
     };
+    // A write to a resource with queued writes (accepted by any gateway of
+    // the fleet) is queued behind them: sent now, it would overtake them.
+    if is_write
+        && let Some(degraded) = degraded
+        && queued_ahead(degraded, &path_and_query).await
+    {
+        return down(Down::QueuedAhead, RETRY_AFTER_QUEUED_AHEAD).await;
+    }
     // One of the route's upstream slots, within the route's timeout (the
     // same deadline covers the exchange): past `upstream_max_in_flight`,
     // requests wait here instead of each opening an upstream connection.

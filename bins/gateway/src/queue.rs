@@ -46,10 +46,16 @@ pub struct WriteTarget {
 impl WriteMeta for WriteTarget {
     /// The path without the query.
     fn resource(&self) -> &str {
-        self.path_and_query
-            .split_once('?')
-            .map_or(self.path_and_query.as_str(), |(path, _)| path)
+        resource_of(&self.path_and_query)
     }
+}
+
+/// The resource whose writes are ordered, of a request to
+/// `path_and_query`: the path without the query.
+pub fn resource_of(path_and_query: &str) -> &str {
+    path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(path, _)| path)
 }
 
 /// What a write sends: kept sealed at rest, erased once finished.

@@ -469,21 +469,26 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
 
     /// Messages on the subjects matching `filter`.
     async fn count(&self, filter: &str) -> Result<u64, QueueError> {
-        self.patiently("count subjects", || async {
+        Ok(self.subjects(filter).await?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// The subjects matching `filter` that hold messages, with how many.
+    async fn subjects(&self, filter: &str) -> Result<Vec<(String, u64)>, QueueError> {
+        self.patiently("list subjects", || async {
             let mut subjects = self
                 .stream
                 .info_with_subjects(filter)
                 .await
-                .map_err(|e| unavailable("count subjects", e))?;
-            let mut total = 0;
-            while let Some((_, n)) = subjects
+                .map_err(|e| unavailable("list subjects", e))?;
+            let mut all = Vec::new();
+            while let Some((subject, n)) = subjects
                 .try_next()
                 .await
-                .map_err(|e| unavailable("count subjects", e))?
+                .map_err(|e| unavailable("list subjects", e))?
             {
-                total += n as u64;
+                all.push((subject, n as u64));
             }
-            Ok(total)
+            Ok(all)
         })
         .await
     }
@@ -571,18 +576,9 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         limit: usize,
     ) -> Result<Vec<Record<M, O>>, QueueError> {
         let now = millis(now);
-        let mut subjects = self
-            .stream
-            .info_with_subjects(format!("{}.writes.>", self.prefix))
-            .await
-            .map_err(|e| unavailable("list writes", e))?;
         let head = format!("{}.writes.", self.prefix);
         let mut resources = std::collections::BTreeSet::new();
-        while let Some((subject, _)) = subjects
-            .try_next()
-            .await
-            .map_err(|e| unavailable("list writes", e))?
-        {
+        for (subject, _) in self.subjects(&format!("{head}>")).await? {
             if let Some(res) = subject
                 .strip_prefix(&head)
                 .and_then(|t| t.split('.').next())
@@ -714,6 +710,11 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             record.sealed = self.sealed_at(record.seq).await?;
         }
         Ok(record)
+    }
+
+    pub(crate) async fn pending(&self, resource: &str) -> Result<u64, QueueError> {
+        self.count(&format!("{}.writes.{}.*", self.prefix, token(resource)))
+            .await
     }
 
     pub(crate) async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -242,6 +242,20 @@ where
         }
     }
 
+    /// The unfinished writes of `resource` (fleet-wide with a shared
+    /// backend): a new write to it must queue behind them to keep their
+    /// order.
+    pub async fn pending(&self, resource: &str) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Redb(queue) => {
+                let queue = Arc::clone(queue);
+                let resource = resource.to_owned();
+                blocking_task(move || queue.pending(&resource)).await
+            }
+            Backend::JetStream(queue) => queue.pending(resource).await,
+        }
+    }
+
     /// Unfinished writes, their bytes and the oldest's time.
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         match &self.backend {

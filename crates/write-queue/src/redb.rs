@@ -34,6 +34,8 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const PENDING_BYTES: &str = "pending_bytes";
 /// Unfinished writes per subject (recounted at every open).
 const SUBJECTS: TableDefinition<'_, &str, u64> = TableDefinition::new("subjects");
+/// Unfinished writes per resource (recounted at every open).
+const RESOURCES: TableDefinition<'_, &str, u64> = TableDefinition::new("resources");
 
 macro_rules! storage_errors {
     ($($error:ty),*) => {$(
@@ -83,7 +85,9 @@ impl<M: WriteMeta, O: Data + Clone> RedbQueue<M, O> {
             txn.open_table(FINISHED)?;
             txn.open_table(META)?;
             txn.delete_table(SUBJECTS)?;
+            txn.delete_table(RESOURCES)?;
             let mut subjects = txn.open_table(SUBJECTS)?;
+            let mut resources = txn.open_table(RESOURCES)?;
             let ids: Vec<u128> = pending
                 .iter()?
                 .map(|entry| entry.map(|(_, id)| id.value()))
@@ -93,7 +97,8 @@ impl<M: WriteMeta, O: Data + Clone> RedbQueue<M, O> {
                     continue;
                 };
                 let mut write: Record<M, O> = decode(id, &bytes)?;
-                count_subject(&mut subjects, &write.subject, 1)?;
+                count(&mut subjects, &write.subject, 1)?;
+                count(&mut resources, write.meta.resource(), 1)?;
                 if write.state == WriteState::Replaying {
                     write.state = WriteState::Queued;
                     records.insert(id, encode(write.id, &write)?.as_slice())?;
@@ -122,6 +127,7 @@ impl<M: WriteMeta, O: Data + Clone> RedbQueue<M, O> {
             let mut pending = txn.open_table(PENDING)?;
             let mut meta = txn.open_table(META)?;
             let mut subjects = txn.open_table(SUBJECTS)?;
+            let mut resources = txn.open_table(RESOURCES)?;
             let id = write.id.as_u128();
             if records.get(id)?.is_some() {
                 return Err(QueueError::Duplicate(write.id));
@@ -137,7 +143,8 @@ impl<M: WriteMeta, O: Data + Clone> RedbQueue<M, O> {
             if entries >= self.limits.max_entries || bytes + size > self.limits.max_bytes {
                 return Err(QueueError::Full { entries, bytes });
             }
-            count_subject(&mut subjects, &write.subject, 1)?;
+            count(&mut subjects, &write.subject, 1)?;
+            count(&mut resources, write.meta.resource(), 1)?;
             let seq = pending.last()?.map_or(0, |(seq, _)| seq.value() + 1);
             let record = Record::accepted(write, seq, now, sealed, size);
             records.insert(id, encode(record.id, &record)?.as_slice())?;
@@ -219,6 +226,7 @@ impl<M: WriteMeta, O: Data + Clone> RedbQueue<M, O> {
             let mut finished = txn.open_table(FINISHED)?;
             let mut meta = txn.open_table(META)?;
             let mut subjects = txn.open_table(SUBJECTS)?;
+            let mut resources = txn.open_table(RESOURCES)?;
             let key = id.as_u128();
             let bytes = records
                 .get(key)?
@@ -231,13 +239,20 @@ impl<M: WriteMeta, O: Data + Clone> RedbQueue<M, O> {
                 finished.insert((write.finished_at_ms.unwrap_or(0), key), ())?;
                 let total = meta.get(PENDING_BYTES)?.map_or(0, |b| b.value());
                 meta.insert(PENDING_BYTES, total.saturating_sub(size))?;
-                count_subject(&mut subjects, &write.subject, -1)?;
+                count(&mut subjects, &write.subject, -1)?;
+                count(&mut resources, write.meta.resource(), -1)?;
             }
             records.insert(key, encode(write.id, &write)?.as_slice())?;
             write
         };
         txn.commit()?;
         Ok(record)
+    }
+
+    pub(crate) fn pending(&self, resource: &str) -> Result<u64, QueueError> {
+        let txn = self.db.begin_read()?;
+        let resources = txn.open_table(RESOURCES)?;
+        Ok(resources.get(resource)?.map_or(0, |n| n.value()))
     }
 
     pub(crate) fn stats(&self) -> Result<QueueStats, QueueError> {
@@ -337,18 +352,19 @@ fn decode_flat_json<M: WriteMeta, O: Data>(
     serde_json::from_value(serde_json::Value::Object(record))
 }
 
-/// Adds `delta` to the unfinished writes of `subject`.
-fn count_subject(
-    subjects: &mut redb::Table<'_, &str, u64>,
-    subject: &str,
+/// Adds `delta` to the unfinished writes of `key` (a subject or a
+/// resource) in `counts`.
+fn count(
+    counts: &mut redb::Table<'_, &str, u64>,
+    key: &str,
     delta: i64,
 ) -> Result<u64, QueueError> {
-    let now = subjects.get(subject)?.map_or(0, |n| n.value());
+    let now = counts.get(key)?.map_or(0, |n| n.value());
     let next = now.saturating_add_signed(delta);
     if next == 0 {
-        subjects.remove(subject)?;
+        counts.remove(key)?;
     } else {
-        subjects.insert(subject, next)?;
+        counts.insert(key, next)?;
     }
     Ok(next)
 }

@@ -72,6 +72,9 @@ async fn durable_across_a_restart_and_sealed_in_the_file() {
     let queue = file.open(QueueLimits::default(), key()).await;
     let again = queue.get(a.id).await.unwrap().unwrap();
     assert_eq!((again.state, again.attempts), (WriteState::Queued, 1));
+    // Each resource's unfinished writes are counted anew.
+    assert_eq!(queue.pending("/s/1").await.unwrap(), 1);
+    assert_eq!(queue.pending("/s/2").await.unwrap(), 1);
     assert_eq!(ids(&queue.due(now, 10).await.unwrap()), [a.id, c.id]);
     assert_eq!(
         queue.payload(&again).unwrap(),

@@ -83,6 +83,10 @@ pub async fn ordered_sealed_and_erased(backend: &impl Open) {
     assert_eq!(stats.depth, 3);
     assert!(stats.bytes > 0);
     assert_eq!(stats.oldest_accepted_ms, Some(write_queue::millis(now)));
+    // Each resource's unfinished writes (a new write queues behind them).
+    assert_eq!(queue.pending("/s/1").await.unwrap(), 2);
+    assert_eq!(queue.pending("/s/2").await.unwrap(), 1);
+    assert_eq!(queue.pending("/s/3").await.unwrap(), 0);
 
     // Being sent: not due again, and its resource waits.
     let sending = queue.start(a.id).await.unwrap();
@@ -120,6 +124,7 @@ pub async fn ordered_sealed_and_erased(backend: &impl Open) {
     assert_eq!(queue.get(a.id).await.unwrap().unwrap().outcome, Some(201));
     assert_eq!(ids(&queue.due(later, 10).await.unwrap()), [b.id, c.id]);
     assert_eq!(ids(&queue.due(later, 1).await.unwrap()), [b.id]);
+    assert_eq!(queue.pending("/s/1").await.unwrap(), 1, "b is left");
 
     // Failed: kept with its reason.
     let failed = queue
@@ -127,6 +132,7 @@ pub async fn ordered_sealed_and_erased(backend: &impl Open) {
         .await
         .unwrap();
     assert_eq!(failed.state, WriteState::Failed);
+    assert_eq!(queue.pending("/s/2").await.unwrap(), 0);
     assert_eq!(queue.stats().await.unwrap().depth, 1);
     assert_eq!(
         queue
