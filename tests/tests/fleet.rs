@@ -54,6 +54,13 @@ async fn keep_good_copies(platform: &Platform, path: &str, token: &str) {
 /// answered from its stale copy with `staleReason: circuit_open`): from
 /// then on its writes are queued without being sent.
 async fn open_breaker(platform: &Platform, i: usize, path: &str, token: &str) {
+    // The breaker opens after 10 failed calls (the store-service preset):
+    // 12 at once time out together instead of one after the other.
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        reads.spawn(platform.through(i, Method::GET, path, token).send());
+    }
+    while reads.join_next().await.is_some() {}
     testkit::eventually(&format!("gateway {i}'s breaker to open"), SETTLE, || {
         let read = platform.through(i, Method::GET, path, token).send();
         async move {
