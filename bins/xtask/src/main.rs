@@ -1,6 +1,8 @@
 //! `cargo xtask`: the workspace's automation, in Rust.
 //!
-//! - `cargo xtask up [--dir DIR] [--no-services]`: the whole platform locally.
+//! - `cargo xtask up [--dir DIR] [--no-services] [--gateways N]`: the whole
+//!   platform locally; with `--gateways N`, N gateways sharing a write queue
+//!   on a 3-node NATS JetStream cluster.
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
 //! - `cargo xtask failover [--dir DIR]`: a controlled promotion on the
 //!   running stack; `cargo xtask status [--json] [--dir DIR]`: its topology.
@@ -39,11 +41,16 @@ commands:
                                    A kept stack restarts on the node with the newest timeline and furthest WAL;
                                    --primary: that node instead; --discard-diverged: rewind a node even when its
                                    divergent WAL holds commits (refused otherwise, nothing started)
+  up --gateways N [--gateway-port P] [--nats-ports A,B,C] [--store-port S]
+                                   a fleet: a 3-node NATS JetStream cluster (client ports 4222,4223,4224, data in
+                                   DIR/nats) and N gateways on 8080, 8081, ... sharing one write queue on it (key in
+                                   DIR/gateway-queue.key, mode 0600); without --gateways: one gateway on redb
   down [--dir DIR]                 stop a stack left running
   failover [--dir DIR]             on the running stack: fence the primary, promote the replica, wait for the
                                    services to write to it, rejoin the old primary as a standby
   status [--json] [--dir DIR]      the running stack: each node's role, timeline, WAL and lag, OpenBao's seal,
-                                   the services' readiness, the gateway's queue depth
+                                   the NATS nodes' health, the services' readiness,
+                                   each gateway's queue depth
   token [--scope \"S ...\"] [--subject NAME] [--dir DIR]
                                    print a fresh JWT for the gateway (default scope \"stores:read stores:write\");
                                    --subject: for the client NAME (its own `sub`, the same on every call)
