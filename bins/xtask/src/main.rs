@@ -12,7 +12,8 @@
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
-//!   `cargo xtask bench api` loads store-service against pgbench.
+//!   `cargo xtask bench api` loads store-service against pgbench;
+//!   `cargo xtask bench queue` compares the gateway's write-queue backends.
 //! - `cargo xtask coverage [PACKAGE...]`: line coverage per library crate and
 //!   service binary (cargo-tarpaulin), against their goals.
 //! - `cargo xtask tools`: installs what is missing, prints `export` lines.
@@ -20,6 +21,7 @@
 mod bench;
 mod bench_api;
 mod bench_gateway;
+mod bench_queue;
 mod coverage;
 mod failover;
 mod files;
@@ -61,6 +63,9 @@ commands:
                                    store-service under load vs pgbench (same SQL, same database)
   bench gateway [--connections N] [--duration 10s] [--rows N] [--no-build]
                                    GET by id: direct vs through the gateway vs through nginx
+  bench queue [--writes 2000] [--connections 16] [--no-build]
+                                   the gateway's write queue with the store service frozen, then thawed: redb vs
+                                   JetStream R1 vs R3 (202 latency p50/p99, accepted/s, replay/s)
   coverage [PACKAGE...]            line coverage of each library crate (goal 85 %) and service binary (75 %) with
                                    cargo-tarpaulin (installed on first use), each package's tests alone, then its
                                    doctests; prints a table, fails under a goal
