@@ -12,10 +12,6 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_two_gateways_runs_them_on_one_jetstream_queue() {
     let place = Place::new();
-    // PostgreSQL runs as `postgres` when the tests run as root: let it
-    // reach the stack folder inside the private temporary one.
-    let tmp = place.dir.parent().unwrap();
-    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = || testkit::free_port().unwrap().to_string();
     let (store, gateway) = (port(), testkit::free_port().unwrap());
     let nats = [port(), port(), port()].join(",");
