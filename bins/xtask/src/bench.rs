@@ -1,7 +1,8 @@
 //! `cargo xtask bench <name>`: the workspace's named benchmarks, each a
 //! `harness = false` or criterion bench target of the crate it measures.
-//! `api` is the exception: an xtask command of its own (`bench_api.rs`)
-//! that runs store-service and pgbench on a temporary stack.
+//! `api`, `gateway` and `queue` are the exceptions: xtask commands of their
+//! own (`bench_api.rs`, `bench_gateway.rs`, `bench_queue.rs`) that run the
+//! services on a temporary stack.
 //! Figures go to docs/BENCHMARKS.md with the command that produced them.
 
 use std::process::Command;
@@ -43,6 +44,9 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
 /// `cargo xtask bench gateway`: an xtask command too (`bench_gateway.rs`).
 const GATEWAY: &str = "GET by id: direct vs gateway vs nginx [--connections 64[,1024,4000]: a concurrency sweep] [--duration 10s] [--rows 1000] [--no-build]";
 
+/// `cargo xtask bench queue`: an xtask command too (`bench_queue.rs`).
+const QUEUE: &str = "the gateway's write queue during an outage: redb vs JetStream R1 vs R3 (202 latency, accepted/s, replay/s) [--writes 2000] [--connections 16] [--no-build]";
+
 /// Whether `--connections` lists several levels (`64,1024,4000`).
 fn is_sweep(args: &[String]) -> bool {
     args.windows(2)
@@ -57,6 +61,14 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             .build()
             .context("starting the tokio runtime")?;
         return runtime.block_on(crate::bench_gateway::run(options));
+    }
+    if args.first().map(String::as_str) == Some("queue") {
+        let options = crate::bench_queue::QueueOptions::parse(&args[1..])?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        return runtime.block_on(crate::bench_queue::run(options));
     }
     if args.first().map(String::as_str) == Some("api") && is_sweep(&args[1..]) {
         // Several levels: the concurrency sweep of the store service (and
@@ -82,6 +94,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             .map(|(name, _, _, what)| format!("  {name:<10} {what}"))
             .chain(std::iter::once(format!("  {:<10} {API}", "api")))
             .chain(std::iter::once(format!("  {:<10} {GATEWAY}", "gateway")))
+            .chain(std::iter::once(format!("  {:<10} {QUEUE}", "queue")))
             .collect();
         bail!(
             "usage: cargo xtask bench <name> [ARGS...]\n\nbenchmarks:\n{}",

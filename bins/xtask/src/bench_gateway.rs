@@ -262,7 +262,7 @@ pub(crate) async fn run(options: GatewayOptions) -> anyhow::Result<()> {
 }
 
 /// Starts `cmd` logging to `<dir>/<name>.log`, killed on drop.
-fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> anyhow::Result<Service> {
+pub(crate) fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> anyhow::Result<Service> {
     let log_path = dir.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
@@ -309,6 +309,7 @@ async fn measure(
             burst: 10_000_000,
         },
         &format!("http://{store_addr}"),
+        &stack::GatewayQueue::Redb(dir.join("gateway-queue.redb")),
     )
     .await?;
     let gateway_port = testkit::free_port()?;

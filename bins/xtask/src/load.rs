@@ -42,6 +42,12 @@ pub(crate) trait Workload: Send + 'static {
     fn response(&mut self, response: &Response) -> bool {
         (200..300).contains(&response.status)
     }
+
+    /// Whether this connection has sent all it had to send (default: never;
+    /// the run's duration ends it).
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// The figures of one run.
@@ -137,7 +143,7 @@ async fn connection_loop<W: Workload>(
         latencies_us: Vec::with_capacity(1 << 14),
     };
     let mut connection: Option<Connection> = None;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !workload.done() {
         let conn = match connection.as_mut() {
             Some(conn) => conn,
             None => match Connection::open(addr).await {

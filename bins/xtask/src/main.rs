@@ -1,6 +1,8 @@
 //! `cargo xtask`: the workspace's automation, in Rust.
 //!
-//! - `cargo xtask up [--dir DIR] [--no-services]`: the whole platform locally.
+//! - `cargo xtask up [--dir DIR] [--no-services] [--gateways N]`: the whole
+//!   platform locally; with `--gateways N`, N gateways sharing a write queue
+//!   on a 3-node NATS JetStream cluster.
 //! - `cargo xtask down [--dir DIR]`: stops a stack left running.
 //! - `cargo xtask failover [--dir DIR]`: a controlled promotion on the
 //!   running stack; `cargo xtask status [--json] [--dir DIR]`: its topology.
@@ -10,7 +12,8 @@
 //! - `cargo xtask reset [--dir DIR]`: stops it and wipes its data.
 //! - `cargo xtask test [ARGS...]`: every test of the workspace.
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
-//!   `cargo xtask bench api` loads store-service against pgbench.
+//!   `cargo xtask bench api` loads store-service against pgbench;
+//!   `cargo xtask bench queue` compares the gateway's write-queue backends.
 //! - `cargo xtask coverage [PACKAGE...]`: line coverage per library crate and
 //!   service binary (cargo-tarpaulin), against their goals.
 //! - `cargo xtask tools`: installs what is missing, prints `export` lines.
@@ -18,6 +21,7 @@
 mod bench;
 mod bench_api;
 mod bench_gateway;
+mod bench_queue;
 mod coverage;
 mod failover;
 mod files;
@@ -39,11 +43,16 @@ commands:
                                    A kept stack restarts on the node with the newest timeline and furthest WAL;
                                    --primary: that node instead; --discard-diverged: rewind a node even when its
                                    divergent WAL holds commits (refused otherwise, nothing started)
+  up --gateways N [--gateway-port P] [--nats-ports A,B,C] [--store-port S]
+                                   a fleet: a 3-node NATS JetStream cluster (client ports 4222,4223,4224, data in
+                                   DIR/nats) and N gateways on 8080, 8081, ... sharing one write queue on it (key in
+                                   DIR/gateway-queue.key, mode 0600); without --gateways: one gateway on redb
   down [--dir DIR]                 stop a stack left running
   failover [--dir DIR]             on the running stack: fence the primary, promote the replica, wait for the
                                    services to write to it, rejoin the old primary as a standby
   status [--json] [--dir DIR]      the running stack: each node's role, timeline, WAL and lag, OpenBao's seal,
-                                   the services' readiness, the gateway's queue depth
+                                   the NATS nodes' health, the services' readiness,
+                                   each gateway's queue depth
   token [--scope \"S ...\"] [--subject NAME] [--dir DIR]
                                    print a fresh JWT for the gateway (default scope \"stores:read stores:write\");
                                    --subject: for the client NAME (its own `sub`, the same on every call)
@@ -54,6 +63,9 @@ commands:
                                    store-service under load vs pgbench (same SQL, same database)
   bench gateway [--connections N] [--duration 10s] [--rows N] [--no-build]
                                    GET by id: direct vs through the gateway vs through nginx
+  bench queue [--writes 2000] [--connections 16] [--no-build]
+                                   the gateway's write queue with the store service frozen, then thawed: redb vs
+                                   JetStream R1 vs R3 (202 latency p50/p99, accepted/s, replay/s)
   coverage [PACKAGE...]            line coverage of each library crate (goal 85 %) and service binary (75 %) with
                                    cargo-tarpaulin (installed on first use), each package's tests alone, then its
                                    doctests; prints a table, fails under a goal

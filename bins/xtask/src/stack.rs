@@ -6,26 +6,43 @@
 //! [`testkit::timeline`], so a promotion survives a restart), a real
 //! OpenBao server on raft storage (initialised once, unsealed on every `up`,
 //! so Transit keys survive restarts) and the service binaries of the
-//! workspace. Starting PostgreSQL and OpenBao is testkit's job, the same code
-//! the tests use.
+//! workspace. Starting PostgreSQL, OpenBao and NATS is testkit's job, the
+//! same code the tests use.
+//!
+//! By default one gateway keeps its write queue in an embedded redb file.
+//! `--gateways N` runs a fleet instead: a 3-node NATS JetStream cluster
+//! (data in `nats/`, kept like PostgreSQL's) and N gateways on consecutive
+//! ports sharing one write queue on it, sealed with one key that the stack
+//! keeps in `gateway-queue.key` (mode 0600, reused by every restart).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use reqwest::Method;
 use serde_json::json;
-use testkit::{DatabaseEngine, OpenBao, PgCluster};
+use testkit::{DatabaseEngine, NatsCluster, OpenBao, PgCluster};
 
 use crate::files::{ENV_FILE, PID_FILE, running_pid};
 use testkit::workspace_root;
 
 use crate::tools;
 
-/// The services `up` starts when their crate exists in `bins/`, with the
-/// port each listens on.
-const SERVICES: [(&str, u16); 2] = [("store-service", 3000), ("gateway", 8080)];
+/// The store service's port (`--store-port`).
+const STORE_PORT: u16 = 3000;
+/// The first gateway's port (`--gateway-port`); the others follow it.
+const GATEWAY_PORT: u16 = 8080;
+/// The gateway crate in `bins/`.
+const GATEWAY: &str = "gateway";
+/// The client ports of the NATS cluster that `--gateways` starts
+/// (`--nats-ports`).
+const NATS_PORTS: [u16; 3] = [4222, 4223, 4224];
+/// The fleet's write-queue key in the stack folder (base64 of 32 bytes,
+/// mode 0600), created by the first `up --gateways` and reused afterwards.
+pub(crate) const QUEUE_KEY_FILE: &str = "gateway-queue.key";
 
 const PG_PORTS: [u16; 2] = [15432, 15433];
 const BAO_PORT: u16 = 8200;
@@ -46,6 +63,33 @@ pub(crate) struct UpOptions {
     primary: Option<testkit::NodeId>,
     /// `--discard-diverged`: rewind nodes whose divergent WAL holds commits.
     discard_diverged: bool,
+    /// `--gateways N`: N gateways sharing a write queue on NATS JetStream;
+    /// `None`: one gateway on the embedded redb queue.
+    gateways: Option<usize>,
+    /// `--store-port`: the store service's port.
+    store_port: u16,
+    /// `--gateway-port`: the first gateway's port.
+    gateway_port: u16,
+    /// `--nats-ports A,B,C`: the NATS nodes' client ports.
+    nats_ports: Vec<u16>,
+}
+
+/// `A,B,...` as ports, exactly `count` of them.
+fn parse_ports(flag: &str, list: &str, count: usize) -> anyhow::Result<Vec<u16>> {
+    let ports: Vec<u16> = list
+        .split(',')
+        .map(|p| p.trim().parse().with_context(|| format!("bad port `{p}`")))
+        .collect::<anyhow::Result<_>>()?;
+    if ports.len() != count {
+        bail!("{flag} needs {count} comma-separated ports, not `{list}`");
+    }
+    Ok(ports)
+}
+
+/// `--NAME PORT` as a port.
+fn parse_port(flag: &str, value: Option<&String>) -> anyhow::Result<u16> {
+    let port = value.with_context(|| format!("{flag} needs a port"))?;
+    port.parse().with_context(|| format!("bad port `{port}`"))
 }
 
 impl UpOptions {
@@ -55,6 +99,10 @@ impl UpOptions {
         let mut bao_port = BAO_PORT;
         let mut primary = None;
         let mut discard_diverged = false;
+        let mut gateways = None;
+        let mut store_port = STORE_PORT;
+        let mut gateway_port = GATEWAY_PORT;
+        let mut nats_ports = NATS_PORTS.to_vec();
         let mut rest = Vec::new();
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -62,13 +110,23 @@ impl UpOptions {
                 "--no-services" => services = false,
                 "--pg-ports" => {
                     let list = args.next().context("--pg-ports needs PRIMARY,REPLICA")?;
-                    pg_ports = list
-                        .split(',')
-                        .map(|p| p.trim().parse().with_context(|| format!("bad port `{p}`")))
-                        .collect::<anyhow::Result<_>>()?;
-                    if pg_ports.len() != 2 {
-                        bail!("--pg-ports needs two ports: PRIMARY,REPLICA");
+                    pg_ports = parse_ports("--pg-ports", list, 2)?;
+                }
+                "--gateways" => {
+                    let n = args.next().context("--gateways needs a count")?;
+                    let n: usize = n
+                        .parse()
+                        .with_context(|| format!("bad gateway count `{n}`"))?;
+                    if n == 0 || n > 100 {
+                        bail!("--gateways needs 1 to 100 gateways");
                     }
+                    gateways = Some(n);
+                }
+                "--store-port" => store_port = parse_port(arg, args.next())?,
+                "--gateway-port" => gateway_port = parse_port(arg, args.next())?,
+                "--nats-ports" => {
+                    let list = args.next().context("--nats-ports needs A,B,C")?;
+                    nats_ports = parse_ports("--nats-ports", list, 3)?;
                 }
                 "--discard-diverged" => discard_diverged = true,
                 "--primary" => {
@@ -79,12 +137,12 @@ impl UpOptions {
                         .with_context(|| format!("bad node `{node}` (pg0, pg1)"))?;
                     primary = Some(testkit::NodeId(index));
                 }
-                "--bao-port" => {
-                    let port = args.next().context("--bao-port needs a port")?;
-                    bao_port = port.parse().with_context(|| format!("bad port `{port}`"))?;
-                }
+                "--bao-port" => bao_port = parse_port(arg, args.next())?,
                 _ => rest.push(arg.clone()),
             }
+        }
+        if usize::from(gateway_port) + gateways.unwrap_or(1) - 1 > usize::from(u16::MAX) {
+            bail!("--gateway-port {gateway_port}: no room for the gateways' ports above it");
         }
         Ok(UpOptions {
             dir: crate::stack_dir(&rest)?,
@@ -93,8 +151,54 @@ impl UpOptions {
             bao_port,
             primary,
             discard_diverged,
+            gateways,
+            store_port,
+            gateway_port,
+            nats_ports,
         })
     }
+
+    /// The services to start, in order, each whose crate exists in
+    /// `bins/`: the store service, then the gateways.
+    fn services(&self) -> Vec<Planned> {
+        let mut planned = Vec::new();
+        if !self.services {
+            return planned;
+        }
+        if service_exists(APP) {
+            planned.push(Planned {
+                name: APP.to_owned(),
+                package: APP,
+                port: self.store_port,
+            });
+        }
+        if service_exists(GATEWAY) {
+            match self.gateways {
+                None => planned.push(Planned {
+                    name: GATEWAY.to_owned(),
+                    package: GATEWAY,
+                    port: self.gateway_port,
+                }),
+                Some(n) => planned.extend((0..n).map(|i| Planned {
+                    name: format!("{GATEWAY}-{}", i + 1),
+                    package: GATEWAY,
+                    port: self.gateway_port + i as u16,
+                })),
+            }
+        }
+        planned
+    }
+}
+
+/// A service that `up` runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Planned {
+    /// Its name in reports (`gateway-2`).
+    name: String,
+    /// Its crate in `bins/`.
+    package: &'static str,
+    /// The port it listens on.
+    port: u16,
 }
 
 pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
@@ -172,54 +276,61 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     let approle = configure_bao(&pg, &bao)
         .await
         .context("configuring OpenBao")?;
-    configure_gateway(
-        dir,
-        &bao,
-        &GatewayLimits::default(),
-        "http://127.0.0.1:3000",
-    )
-    .await
-    .context("configuring OpenBao's token issuer for the gateway")?;
 
+    // The fleet's shared write queue: NATS JetStream, 3 nodes.
+    let nats = match options.gateways {
+        Some(_) => Some(start_nats(dir, &tools, &options.nats_ports).await?),
+        None => None,
+    };
+    let queue = match &nats {
+        Some(nats) => GatewayQueue::JetStream {
+            urls: nats.urls(),
+            replicas: nats.len(),
+        },
+        None => GatewayQueue::Redb(dir.join("gateway-queue.redb")),
+    };
+    let queue_key = match &nats {
+        Some(_) => Some(queue_key(dir)?),
+        None => None,
+    };
+    let store_url = format!("http://127.0.0.1:{}", options.store_port);
+    configure_gateway(dir, &bao, &GatewayLimits::default(), &store_url, &queue)
+        .await
+        .context("configuring OpenBao's token issuer for the gateway")?;
+
+    let planned = options.services();
     let mut children = Vec::new();
-    if options.services {
-        for (name, port) in SERVICES {
-            if service_exists(name) {
-                children.push(start_service(name, port, dir, &tools, &pg, &bao, &approle)?);
-            }
-        }
-        for (name, child) in &mut children {
-            let port = SERVICES
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, p)| *p);
-            wait_ready(([127, 0, 0, 1], port).into(), child)
-                .await
-                .with_context(|| format!("waiting for {name}"))?;
-            eprintln!("xtask: {name} ready");
-        }
+    let env = ServiceEnv {
+        dir,
+        tools: &tools,
+        pg: &pg,
+        bao: &bao,
+        approle: &approle,
+        store_url: &store_url,
+        queue_key: queue_key.as_deref(),
+    };
+    if let Err(error) = start_services(&planned, &env, &mut children).await {
+        stop_services(children).await;
+        return Err(error);
     }
 
-    let ports: Vec<(&str, u16)> = children
-        .iter()
-        .filter_map(|(name, _)| SERVICES.iter().find(|(n, _)| n == name).copied())
-        .collect();
-    crate::status::write_topology(dir, &pg, bao.addr(), &ports)?;
-    print_summary(dir, &pg, &bao, &children);
+    let ports: Vec<(&str, u16)> = planned.iter().map(|s| (s.name.as_str(), s.port)).collect();
+    crate::status::write_topology(dir, &pg, bao.addr(), &ports, nats.as_ref())?;
+    print_summary(dir, &pg, &bao, nats.as_ref(), &planned);
     eprintln!("xtask: stack ready; Ctrl-C stops it");
     let outcome = wait_for_stop(&mut children, failover_signal, |children| {
         let store = children
             .iter()
-            .any(|(name, _)| *name == APP)
-            .then_some(3000);
-        let (pg, bao, ports) = (&pg, &bao, &ports);
+            .find(|(service, _)| service.package == APP)
+            .map(|(service, _)| service.port);
+        let (pg, bao, ports, nats) = (&pg, &bao, &ports, nats.as_ref());
         async move {
             if crate::failover::run(dir, pg, point_bao_at_primary(pg, bao), store)
                 .await
                 .is_ok()
             {
                 write_env_file(dir, pg, bao)?;
-                crate::status::write_topology(dir, pg, bao.addr(), ports)?;
+                crate::status::write_topology(dir, pg, bao.addr(), ports, nats)?;
             }
             Ok(())
         }
@@ -227,16 +338,151 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     .await;
 
     eprintln!("xtask: stopping");
-    for (name, mut child) in children {
-        let _ = rustix::process::kill_process(pid_of(&child), rustix::process::Signal::TERM);
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-        eprintln!("xtask: {name} stopped");
+    stop_services(children).await;
+    if let Some(nats) = nats {
+        for i in 0..nats.len() {
+            nats.stop(i)
+                .await
+                .with_context(|| format!("stopping NATS {}", nats.server_name(i)))?;
+        }
+        eprintln!("xtask: NATS stopped");
     }
     bao.stop().await?;
     pg.shutdown().await?;
     let _ = std::fs::remove_file(dir.join(PID_FILE));
     eprintln!("xtask: stopped; data kept in {}", dir.display());
     outcome
+}
+
+/// What every service `up` starts is given.
+struct ServiceEnv<'a> {
+    /// The stack folder.
+    dir: &'a Path,
+    /// The servers' binaries.
+    tools: &'a tools::Tools,
+    /// The PostgreSQL cluster.
+    pg: &'a PgCluster,
+    /// OpenBao.
+    bao: &'a OpenBao,
+    /// The store service's AppRole.
+    approle: &'a testkit::AppRoleCredentials,
+    /// The store service's URL.
+    store_url: &'a str,
+    /// The fleet's write-queue key (JetStream only).
+    queue_key: Option<&'a str>,
+}
+
+/// Starts the `planned` services into `children`, each once it is built
+/// and the one before it is ready: the store service first, then the
+/// gateways one at a time, so that the first of a fleet creates the
+/// shared queue's stream and buckets before the others open them.
+async fn start_services(
+    planned: &[Planned],
+    env: &ServiceEnv<'_>,
+    children: &mut Vec<(Planned, Child)>,
+) -> anyhow::Result<()> {
+    let mut binaries: Vec<(&str, PathBuf)> = Vec::new();
+    for service in planned {
+        let binary = match binaries.iter().find(|(p, _)| *p == service.package) {
+            Some((_, binary)) => binary.clone(),
+            None => {
+                let binary = build_service(service.package, false)?;
+                binaries.push((service.package, binary.clone()));
+                binary
+            }
+        };
+        let mut cmd = service_command(&binary, service.port, env.pg, env.bao, env.approle);
+        cmd.env("STORE_SERVICE_URL", env.store_url);
+        cmd.env("GATEWAY_CONFIG", env.dir.join(GATEWAY_CONFIG));
+        if service.package == GATEWAY
+            && let Some(key) = env.queue_key
+        {
+            cmd.env("GATEWAY_QUEUE_KEY", key);
+        }
+        cmd.envs(env.tools.env());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", service.name))?;
+        eprintln!(
+            "xtask: {} started on http://127.0.0.1:{}",
+            service.name, service.port
+        );
+        children.push((service.clone(), child));
+        let (_, child) = children.last_mut().context("the child just started")?;
+        wait_ready(([127, 0, 0, 1], service.port).into(), child)
+            .await
+            .with_context(|| format!("waiting for {}", service.name))?;
+        eprintln!("xtask: {} ready", service.name);
+    }
+    Ok(())
+}
+
+/// Stops `children` (SIGTERM), last started first, and waits for each.
+async fn stop_services(children: Vec<(Planned, Child)>) {
+    for (service, mut child) in children.into_iter().rev() {
+        let _ = rustix::process::kill_process(pid_of(&child), rustix::process::Signal::TERM);
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        eprintln!("xtask: {} stopped", service.name);
+    }
+}
+
+/// Starts (or restarts, on a kept stack) the 3-node NATS JetStream cluster
+/// in `<dir>/nats` with the client ports `ports`.
+async fn start_nats(
+    dir: &Path,
+    tools: &tools::Tools,
+    ports: &[u16],
+) -> anyhow::Result<NatsCluster> {
+    let nats_dir = dir.join("nats");
+    eprintln!(
+        "xtask: starting NATS JetStream (3 nodes) in {}",
+        nats_dir.display()
+    );
+    let nats = NatsCluster::builder()
+        .nodes(3)
+        .client_ports(ports.iter().copied())
+        .dir(&nats_dir)
+        .binary(&tools.nats_server)
+        .start()
+        .await
+        .context("starting NATS JetStream")?;
+    if nats.client_ports() != ports {
+        eprintln!(
+            "xtask: NATS keeps the client ports of its first run: {:?}",
+            nats.client_ports()
+        );
+    }
+    Ok(nats)
+}
+
+/// The fleet's write-queue key (base64 of 32 bytes): the one in
+/// `<dir>/gateway-queue.key`, else a new random one written there with mode
+/// 0600, so that every restart opens the writes queued before it.
+pub(crate) fn queue_key(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(QUEUE_KEY_FILE);
+    let engine = base64::engine::general_purpose::STANDARD;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = text.trim().to_owned();
+            let bytes = engine
+                .decode(&key)
+                .with_context(|| format!("{} is not base64", path.display()))?;
+            if bytes.len() != 32 {
+                bail!("{} holds {} bytes, not 32", path.display(), bytes.len());
+            }
+            Ok(key)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .context("reading 32 random bytes from /dev/urandom")?;
+            let key = engine.encode(bytes);
+            testkit::write_private(&path, &format!("{key}\n"))?;
+            Ok(key)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Records this process as the stack's owner, refusing to run a second
@@ -307,6 +553,48 @@ pub(crate) async fn point_bao_at_primary(pg: &PgCluster, bao: &OpenBao) -> anyho
     Ok(())
 }
 
+/// Where the gateways' write queue lives.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum GatewayQueue {
+    /// The embedded redb file at this path: one gateway.
+    Redb(PathBuf),
+    /// One queue on NATS JetStream, shared by every gateway that names
+    /// these servers (and holds the same `GATEWAY_QUEUE_KEY`).
+    JetStream {
+        /// The servers' client URLs.
+        urls: Vec<String>,
+        /// The stream's replicas (1, 3 or 5).
+        replicas: usize,
+    },
+}
+
+impl GatewayQueue {
+    /// The `[degraded]` section of `gateway.toml` for this queue.
+    fn config_section(&self) -> String {
+        match self {
+            GatewayQueue::Redb(path) => {
+                format!("[degraded]\nqueue_path = \"{}\"\n", path.display())
+            }
+            GatewayQueue::JetStream { urls, replicas } => {
+                let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+                format!(
+                    "[degraded]\n\
+                     queue_backend = \"jetstream\"\n\n\
+                     # One queue for every gateway of the stack (GATEWAY_QUEUE_KEY: the\n\
+                     # stack folder's {QUEUE_KEY_FILE}).\n\
+                     [degraded.jetstream]\n\
+                     urls = [{urls}]\n\
+                     replicas = {replicas}\n\
+                     prefix = \"gateway\"\n\
+                     publish_timeout = \"15s\"\n\
+                     lease = \"30s\"\n",
+                    urls = urls.join(", "),
+                )
+            }
+        }
+    }
+}
+
 /// The gateway's token buckets (the benchmark sets them high).
 pub(crate) struct GatewayLimits {
     /// Tokens per second per client.
@@ -327,13 +615,14 @@ impl Default for GatewayLimits {
 /// Configures OpenBao's identity token issuer (ES256 key `gateway`, role
 /// `api` putting the entity's `scope` metadata into 1 h tokens), writes
 /// `<dir>/gateway.toml` (JWKS, issuer, audience, the store service at
-/// `store_url`) and `<dir>/oidc.json` for `cargo xtask token`. Returns the
-/// configuration file's path and the issuer.
+/// `store_url`, the write queue `queue`) and `<dir>/oidc.json` for `cargo
+/// xtask token`. Returns the configuration file's path and the issuer.
 pub(crate) async fn configure_gateway(
     dir: &Path,
     bao: &OpenBao,
     limits: &GatewayLimits,
     store_url: &str,
+    queue: &GatewayQueue,
 ) -> anyhow::Result<(PathBuf, testkit::OidcIssuer)> {
     let issuer = bao
         .configure_oidc_issuer("gateway", "api", Duration::from_secs(3600))
@@ -360,9 +649,8 @@ pub(crate) async fn configure_gateway(
          scopes = {{ GET = [\"stores:read\"], HEAD = [\"stores:read\"], POST = [\"stores:write\"], PUT = [\"stores:write\"], PATCH = [\"stores:write\"] }}\n\
          segment_scopes = {{ secrets = [\"stores:secrets\"] }}\n\
          sensitive_segments = [\"secrets\"]\n\n\
-         [degraded]\n\
-         queue_path = \"{queue}\"\n",
-        queue = dir.join("gateway-queue.redb").display(),
+         {degraded}",
+        degraded = queue.config_section(),
         jwks = issuer.jwks_url,
         iss = issuer.issuer,
         aud = issuer.client_id,
@@ -422,25 +710,6 @@ pub(crate) async fn token(args: &[String]) -> anyhow::Result<()> {
     .context("asking OpenBao for a token (is the stack running?)")?;
     println!("{token}");
     Ok(())
-}
-
-fn start_service(
-    name: &'static str,
-    port: u16,
-    dir: &Path,
-    tools: &tools::Tools,
-    pg: &PgCluster,
-    bao: &OpenBao,
-    approle: &testkit::AppRoleCredentials,
-) -> anyhow::Result<(&'static str, Child)> {
-    let binary = build_service(name, false)?;
-    let mut cmd = service_command(&binary, port, pg, bao, approle);
-    cmd.env("STORE_SERVICE_URL", "http://127.0.0.1:3000");
-    cmd.env("GATEWAY_CONFIG", dir.join(GATEWAY_CONFIG));
-    cmd.envs(tools.env());
-    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    eprintln!("xtask: {name} started on http://127.0.0.1:{port}");
-    Ok((name, child))
 }
 
 /// Polls `GET /ready` at `addr` until it answers 200, for at most 120 s;
@@ -599,7 +868,13 @@ fn write_env_file(dir: &Path, pg: &PgCluster, bao: &OpenBao) -> anyhow::Result<(
     Ok(())
 }
 
-fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, Child)]) {
+fn print_summary(
+    dir: &Path,
+    pg: &PgCluster,
+    bao: &OpenBao,
+    nats: Option<&NatsCluster>,
+    services: &[Planned],
+) {
     let env = dir.join(ENV_FILE);
     println!();
     println!(
@@ -613,21 +888,34 @@ fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, C
         );
     }
     println!("OpenBao             {}", bao.addr());
-    for (name, _) in services {
-        if let Some((_, port)) = SERVICES.iter().find(|(n, _)| n == name) {
-            println!("{name:<19} http://127.0.0.1:{port}");
+    if let Some(nats) = nats {
+        for i in 0..nats.len() {
+            println!(
+                "NATS {:<14} {}  (JetStream; monitoring {})",
+                nats.server_name(i),
+                nats.url(i),
+                nats.monitor_url(i)
+            );
         }
+    }
+    for service in services {
+        println!("{:<19} http://127.0.0.1:{}", service.name, service.port);
+    }
+    let gateways: Vec<&Planned> = services.iter().filter(|s| s.package == GATEWAY).collect();
+    if nats.is_some() && !gateways.is_empty() {
+        println!(
+            "                    ({} gateways, one write queue on NATS JetStream, key in {})",
+            gateways.len(),
+            dir.join(QUEUE_KEY_FILE).display()
+        );
     }
     println!();
     println!(
         "credentials:  source {}   (then: psql, bao kv get secret/store-service/database)",
         env.display()
     );
-    let curl = match services
-        .first()
-        .and_then(|(name, _)| SERVICES.iter().find(|(n, _)| n == name))
-    {
-        Some((_, port)) => format!("curl -s http://127.0.0.1:{port}/api/stores"),
+    let curl = match services.first() {
+        Some(service) => format!("curl -s http://127.0.0.1:{}/api/stores", service.port),
         None => format!(
             "curl -s -H \"X-Vault-Token: $(cat {})\" {}/v1/secret/data/store-service/database",
             dir.join("bao").join("root-token").display(),
@@ -635,27 +923,29 @@ fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, C
         ),
     };
     println!("try:          {curl}");
-    if let Some((_, port)) = services
-        .iter()
-        .find(|(name, _)| *name == "gateway")
-        .and_then(|(name, _)| SERVICES.iter().find(|(n, _)| n == name))
-    {
+    if let Some(gateway) = gateways.first() {
         println!();
         println!(
             "through the gateway (a token from OpenBao's issuer, scopes in the `scope` claim):"
         );
         println!("  TOKEN=$(cargo xtask token --scope \"stores:read stores:write\")");
         println!(
-            "  curl -si http://127.0.0.1:{port}/api/stores -H \"Authorization: Bearer $TOKEN\""
+            "  curl -si http://127.0.0.1:{}/api/stores -H \"Authorization: Bearer $TOKEN\"",
+            gateway.port
         );
+        if let Some(other) = gateways.get(1) {
+            println!(
+                "  # the same queue behind every gateway: a write's GET /api/requests/ID works on any"
+            );
+            println!(
+                "  curl -si http://127.0.0.1:{}/api/stores -H \"Authorization: Bearer $TOKEN\"",
+                other.port
+            );
+        }
     }
-    if let Some((_, port)) = services
-        .iter()
-        .find(|(name, _)| *name == APP)
-        .and_then(|(name, _)| SERVICES.iter().find(|(n, _)| n == name))
-    {
+    if let Some(store) = services.iter().find(|s| s.package == APP) {
         println!();
-        println!("{}", walkthrough(*port));
+        println!("{}", walkthrough(store.port));
     }
     println!();
 }
@@ -664,12 +954,12 @@ fn print_summary(dir: &Path, pg: &PgCluster, bao: &OpenBao, services: &[(&str, C
 /// exit on its own, which is an error; on SIGUSR1 (`cargo xtask failover`)
 /// runs `failover` and goes on waiting.
 async fn wait_for_stop<F, Fut>(
-    children: &mut [(&'static str, Child)],
+    children: &mut [(Planned, Child)],
     mut usr1: tokio::signal::unix::Signal,
     failover: F,
 ) -> anyhow::Result<()>
 where
-    F: Fn(&[(&'static str, Child)]) -> Fut,
+    F: Fn(&[(Planned, Child)]) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -681,9 +971,9 @@ where
             _ = term.recv() => return Ok(()),
             _ = usr1.recv() => failover(children).await?,
             _ = tick.tick() => {
-                for (name, child) in children.iter_mut() {
+                for (service, child) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {
-                        bail!("{name} exited on its own: {status}");
+                        bail!("{} exited on its own: {status}", service.name);
                     }
                 }
             }

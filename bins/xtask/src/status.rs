@@ -1,8 +1,9 @@
 //! `cargo xtask status`: the running stack's topology, read from the
 //! outside (it changes nothing): each PostgreSQL node's role, timeline,
-//! WAL position and replication lag, OpenBao's seal state, each service's
-//! readiness and the gateway's queue depth. `--json` prints the same as
-//! one JSON object.
+//! WAL position and replication lag, OpenBao's seal state, each NATS
+//! node's health (with `up --gateways N`), each service's readiness and each
+//! gateway's queue depth and write queue. `--json` prints the same as one
+//! JSON object.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,12 +15,14 @@ use serde_json::{Value, json};
 pub(crate) const TOPOLOGY_FILE: &str = "topology.json";
 
 /// Writes the topology file: the PostgreSQL nodes and their ports, the
-/// current primary, OpenBao's address and the services' ports.
+/// current primary, OpenBao's address, the NATS nodes (client and
+/// monitoring URLs) when the stack runs them, and the services' ports.
 pub(crate) fn write_topology(
     dir: &Path,
     pg: &testkit::PgCluster,
     bao: &str,
     services: &[(&str, u16)],
+    nats: Option<&testkit::NatsCluster>,
 ) -> anyhow::Result<()> {
     let nodes: Vec<Value> = pg
         .nodes()
@@ -30,10 +33,24 @@ pub(crate) fn write_topology(
         .iter()
         .map(|(name, port)| json!({"name": name, "port": port}))
         .collect();
+    let nats: Vec<Value> = nats
+        .map(|nats| {
+            (0..nats.len())
+                .map(|i| {
+                    json!({
+                        "node": nats.server_name(i),
+                        "url": nats.url(i),
+                        "monitor": nats.monitor_url(i),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let text = serde_json::to_string_pretty(&json!({
         "postgres": nodes,
         "primary": pg.primary().to_string(),
         "openbao": bao,
+        "nats": nats,
         "services": services,
     }))?;
     let path = dir.join(TOPOLOGY_FILE);
@@ -98,23 +115,46 @@ pub(crate) async fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
         },
         Err(_) => "down",
     };
+    let mut nats = Vec::new();
+    for node in topology["nats"].as_array().into_iter().flatten() {
+        let monitor = node["monitor"].as_str().unwrap_or_default();
+        let health = match http
+            .get(format!("{monitor}/healthz?js-enabled-only=true"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => "healthy",
+            Ok(_) => "unhealthy",
+            Err(_) => "down",
+        };
+        nats.push(json!({
+            "node": node["node"],
+            "url": node["url"],
+            "health": health,
+        }));
+    }
     let mut services = Vec::new();
     for service in topology["services"].as_array().into_iter().flatten() {
         let name = service["name"].as_str().unwrap_or("?");
         let port = service["port"].as_u64().unwrap_or(0);
         let base = format!("http://127.0.0.1:{port}");
-        let ready = match http
+        let (ready, body) = match http
             .get(format!("{base}/ready"))
             .timeout(Duration::from_secs(3))
             .send()
             .await
         {
-            Ok(r) if r.status() == 200 => "ready",
-            Ok(_) => "not ready",
-            Err(_) => "down",
+            Ok(r) if r.status() == 200 => ("ready", r.json::<Value>().await.ok()),
+            Ok(r) => ("not ready", r.json::<Value>().await.ok()),
+            Err(_) => ("down", None),
         };
         let mut entry = json!({"name": name, "url": base, "ready": ready});
-        if name == "gateway"
+        let gateway = name.starts_with("gateway");
+        if gateway && let Some(queue) = body.as_ref().and_then(|b| b["writeQueue"].as_bool()) {
+            entry["writeQueue"] = json!(queue);
+        }
+        if gateway
             && let Ok(r) = http
                 .get(format!("{base}/metrics"))
                 .timeout(Duration::from_secs(3))
@@ -133,6 +173,7 @@ pub(crate) async fn run(dir: &Path, as_json: bool) -> anyhow::Result<()> {
     let status = json!({
         "postgres": nodes,
         "openbao": {"addr": bao, "seal": seal},
+        "nats": nats,
         "services": services,
     });
     if as_json {
@@ -222,6 +263,14 @@ fn print_text(status: &Value) {
         status["openbao"]["addr"].as_str().unwrap_or("?"),
         status["openbao"]["seal"].as_str().unwrap_or("?")
     );
+    for node in status["nats"].as_array().into_iter().flatten() {
+        println!(
+            "NATS {:<4} {}  {}",
+            node["node"].as_str().unwrap_or("?"),
+            node["url"].as_str().unwrap_or("?"),
+            node["health"].as_str().unwrap_or("?")
+        );
+    }
     for service in status["services"].as_array().into_iter().flatten() {
         let mut line = format!(
             "{:<14} {}  {}",
@@ -231,6 +280,9 @@ fn print_text(status: &Value) {
         );
         if let Some(depth) = service["queueDepth"].as_f64() {
             line.push_str(&format!("  queue depth {depth}"));
+        }
+        if service["writeQueue"] == false {
+            line.push_str("  write queue unreachable");
         }
         println!("{line}");
     }

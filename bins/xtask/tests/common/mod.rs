@@ -60,6 +60,24 @@ impl Place {
         xtask(&args)
     }
 
+    /// `up` with its services (built by `up` when needed) and `extra`
+    /// arguments.
+    pub fn up_services_command(&self, extra: &[&str]) -> Command {
+        let ports = format!("{},{}", self.pg[0], self.pg[1]);
+        let bao = self.bao.to_string();
+        let mut args = vec![
+            "up",
+            "--dir",
+            self.dir.to_str().unwrap(),
+            "--pg-ports",
+            &ports,
+            "--bao-port",
+            &bao,
+        ];
+        args.extend(extra);
+        xtask(&args)
+    }
+
     /// `xtask <command> --dir DIR` with `args`; its output.
     pub fn run(&self, command: &str, args: &[&str]) -> std::process::Output {
         let mut all = vec![command];
@@ -101,8 +119,17 @@ impl Stack {
     /// Starts `up` (with `extra` arguments) and waits (bounded) for its
     /// "stack ready" line.
     pub fn up(place: &Place, extra: &[&str]) -> Stack {
-        let mut child = place
-            .up_command(extra)
+        Self::start(place.up_command(extra), Duration::from_secs(120))
+    }
+
+    /// Starts `up` with its services (and `extra` arguments) and waits
+    /// (bounded, building them included) for its "stack ready" line.
+    pub fn up_services(place: &Place, extra: &[&str]) -> Stack {
+        Self::start(place.up_services_command(extra), Duration::from_secs(900))
+    }
+
+    fn start(mut command: Command, timeout: Duration) -> Stack {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -125,8 +152,8 @@ impl Stack {
             child: Some(child),
             lines,
         };
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("`xtask up` did not report ready within 120 s");
+        if rx.recv_timeout(timeout).is_err() {
+            panic!("`xtask up` did not report ready within {timeout:?}");
         }
         stack
     }
