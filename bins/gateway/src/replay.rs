@@ -1,5 +1,6 @@
 //! Replays the queued writes ([`crate::queue`]) when their upstream lets
-//! calls through again: in arrival order per resource, with back-off on
+//! calls through again: in arrival order per resource (the resources of a
+//! pass are sent together, each its oldest write), with back-off on
 //! 5xx, connection errors, timeouts and `409 IDEMPOTENCY_KEY_IN_USE` (the
 //! first attempt still running upstream). Any other answer (2xx, and 4xx
 //! such as a 409 version conflict) completes the write with that answer.
@@ -79,9 +80,14 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
         let due = queue.due(SystemTime::now(), BATCH).await;
         match due {
             Ok(due) => {
+                // Each is its resource's next write: they are sent together
+                // (one per resource, so each resource keeps its order).
+                let mut sending = tokio::task::JoinSet::new();
                 for write in due {
-                    replay(&gateway, &queue, write).await;
+                    let (gateway, queue) = (Arc::clone(&gateway), queue.clone());
+                    sending.spawn(async move { replay(&gateway, &queue, write).await });
                 }
+                while sending.join_next().await.is_some() {}
             }
             Err(error) => tracing::error!(%error, "reading the write queue failed"),
         }

@@ -24,7 +24,7 @@
 //!   new`) refuse what concurrent instances would add beyond them.
 
 use std::{
-    collections::BTreeMap, fmt, future::Future, marker::PhantomData, time::Duration,
+    collections::HashSet, fmt, future::Future, marker::PhantomData, time::Duration,
     time::SystemTime,
 };
 
@@ -142,6 +142,31 @@ fn attempt_timeout(publish_timeout: Duration) -> Duration {
     (publish_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
 }
 
+/// Runs `op` until it answers anything but [`QueueError::Unavailable`] or
+/// `deadline` has passed, each attempt within `attempt`, pausing 50 ms
+/// doubling to 500 ms between attempts.
+async fn retrying<T, F: Future<Output = Result<T, QueueError>>>(
+    deadline: tokio::time::Instant,
+    attempt: Duration,
+    what: &str,
+    mut op: impl FnMut() -> F,
+) -> Result<T, QueueError> {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match tokio::time::timeout(left.min(attempt), op()).await {
+            Ok(Err(QueueError::Unavailable(error))) => QueueError::Unavailable(error),
+            Ok(answer) => return answer,
+            Err(_) => unavailable(what, "no answer in time"),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
 tokio::task_local! {
     /// The deadline every call of one enqueue shares.
     static DEADLINE: tokio::time::Instant;
@@ -208,27 +233,36 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
-        let mut stream = context
-            .get_or_create_stream(stream_config.clone())
-            .await
-            .map_err(|e| unavailable("create the stream", e))?;
-        let current = stream
-            .info()
-            .await
-            .map_err(|e| unavailable("stream info", e))?
-            .config
-            .clone();
-        if current.max_messages != stream_config.max_messages
-            || current.max_bytes != stream_config.max_bytes
-            || current.max_message_size != stream_config.max_message_size
-            || current.num_replicas != stream_config.num_replicas
-            || !current.allow_direct
-        {
-            context
-                .update_stream(stream_config)
+        // Instances of a fleet start together: their creations race (the
+        // loser is refused, then finds what the winner made) on a cluster
+        // that may still be electing its leaders. Each step is retried
+        // within the queue's patience, as every later call is.
+        let deadline = tokio::time::Instant::now() + config.publish_timeout;
+        let stream = retrying(deadline, attempt, "create the stream", || async {
+            let mut stream = context
+                .get_or_create_stream(stream_config.clone())
                 .await
-                .map_err(|e| unavailable("update the stream", e))?;
-        }
+                .map_err(|e| unavailable("create the stream", e))?;
+            let current = stream
+                .info()
+                .await
+                .map_err(|e| unavailable("stream info", e))?
+                .config
+                .clone();
+            if current.max_messages != stream_config.max_messages
+                || current.max_bytes != stream_config.max_bytes
+                || current.max_message_size != stream_config.max_message_size
+                || current.num_replicas != stream_config.num_replicas
+                || !current.allow_direct
+            {
+                context
+                    .update_stream(stream_config.clone())
+                    .await
+                    .map_err(|e| unavailable("update the stream", e))?;
+            }
+            Ok(stream)
+        })
+        .await?;
         // A bucket keeps one value per key, on file, as replicated as the
         // stream; its `max_age` expires the keys.
         let bucket = |name: &str, max_age| kv::Config {
@@ -239,14 +273,24 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             storage: StorageType::File,
             ..Default::default()
         };
-        let status = context
-            .create_or_update_key_value(bucket("status", limits.retention))
-            .await
-            .map_err(|e| unavailable("create the status bucket", e))?;
-        let leases = context
-            .create_or_update_key_value(bucket("leases", config.lease))
-            .await
-            .map_err(|e| unavailable("create the lease bucket", e))?;
+        let create = |what: &'static str, config: kv::Config| {
+            let context = &context;
+            retrying(deadline, attempt, what, move || {
+                let config = config.clone();
+                async move {
+                    context
+                        .create_or_update_key_value(config)
+                        .await
+                        .map_err(|e| unavailable(what, e))
+                }
+            })
+        };
+        let status = create(
+            "create the status bucket",
+            bucket("status", limits.retention),
+        )
+        .await?;
+        let leases = create("create the lease bucket", bucket("leases", config.lease)).await?;
         Ok(Self {
             context,
             stream,
@@ -280,25 +324,12 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
     async fn patiently<T, F: Future<Output = Result<T, QueueError>>>(
         &self,
         what: &str,
-        mut op: impl FnMut() -> F,
+        op: impl FnMut() -> F,
     ) -> Result<T, QueueError> {
         let deadline = DEADLINE
             .try_with(|deadline| *deadline)
             .unwrap_or_else(|_| tokio::time::Instant::now() + self.publish_timeout);
-        let mut pause = FIRST_PAUSE;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let error = match tokio::time::timeout(left.min(self.attempt_timeout), op()).await {
-                Ok(Err(QueueError::Unavailable(error))) => QueueError::Unavailable(error),
-                Ok(answer) => return answer,
-                Err(_) => unavailable(what, "no answer in time"),
-            };
-            if tokio::time::Instant::now() + pause >= deadline {
-                return Err(error);
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_PAUSE);
-        }
+        retrying(deadline, self.attempt_timeout, what, op).await
     }
 
     fn subject(&self, resource: &str, subject: &str) -> String {
@@ -497,15 +528,23 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         Ok(self.status_entry(id).await?.map(|(record, _)| record))
     }
 
-    /// The first message on `filter`: its sequence, write id, sealed
-    /// payload and when it was stored.
-    async fn message(&self, filter: &str) -> Result<Option<Message>, QueueError> {
-        self.patiently("read a write", || self.message_once(filter))
+    /// The first message on `filter` from the sequence `from` (the
+    /// stream's first without it).
+    async fn message(
+        &self,
+        filter: &str,
+        from: Option<u64>,
+    ) -> Result<Option<Message>, QueueError> {
+        self.patiently("read a write", || self.message_once(filter, from))
             .await
     }
 
-    async fn message_once(&self, filter: &str) -> Result<Option<Message>, QueueError> {
-        match self.stream.direct_get_next_for_subject(filter, None).await {
+    async fn message_once(
+        &self,
+        filter: &str,
+        from: Option<u64>,
+    ) -> Result<Option<Message>, QueueError> {
+        match self.stream.direct_get_next_for_subject(filter, from).await {
             Ok(message) => {
                 let id = message
                     .headers
@@ -514,6 +553,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
                     .ok_or_else(|| unavailable("a message", "without a write id"))?;
                 Ok(Some(Message {
                     seq: message.sequence,
+                    subject: message.subject.to_string(),
                     id,
                     sealed: message.payload.to_vec(),
                     stored_at: SystemTime::from(message.time),
@@ -570,6 +610,12 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         Ok(taken || self.lease_holder(res).await?.as_deref() == Some(self.instance.as_str()))
     }
 
+    /// Reads the stream in sequence order (the order of acceptance), one
+    /// message at a time from the first: the first message of each
+    /// resource is its next write. Stops once `limit` writes are taken, so
+    /// a pass costs about two calls per write it hands out, plus one per
+    /// message it passes over (later writes of resources already seen,
+    /// writes backing off or held by another instance).
     pub(crate) async fn due(
         &self,
         now: SystemTime,
@@ -577,27 +623,32 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
     ) -> Result<Vec<Record<M, O>>, QueueError> {
         let now = millis(now);
         let head = format!("{}.writes.", self.prefix);
-        let mut resources = std::collections::BTreeSet::new();
-        for (subject, _) in self.subjects(&format!("{head}>")).await? {
-            if let Some(res) = subject
-                .strip_prefix(&head)
-                .and_then(|t| t.split('.').next())
-            {
-                resources.insert(res.to_owned());
-            }
-        }
-        let mut candidates = BTreeMap::new();
-        for res in resources {
-            let filter = format!("{head}{res}.*");
+        let every = format!("{head}>");
+        let mut seen = HashSet::new();
+        let mut due = Vec::new();
+        let mut from = None;
+        while due.len() < limit {
             let Some(Message {
                 seq,
+                subject,
                 id,
                 sealed,
                 stored_at,
-            }) = self.message(&filter).await?
+            }) = self.message(&every, from).await?
+            else {
+                break;
+            };
+            from = Some(seq + 1);
+            let Some(res) = subject
+                .strip_prefix(&head)
+                .and_then(|t| t.split('.').next())
             else {
                 continue;
             };
+            if !seen.insert(res.to_owned()) {
+                // Not its resource's oldest write.
+                continue;
+            }
             let Some((mut record, _)) = self.status_entry(id).await? else {
                 // Just published, its status not stored yet: the enqueue
                 // is still at work (for at most publish_timeout). Older, it
@@ -622,20 +673,13 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             }
             if record.state == WriteState::Replaying {
                 // Being sent, unless its holder died (the lease expired).
-                if self.lease_holder(&res).await?.is_some() {
+                if self.lease_holder(res).await?.is_some() {
                     continue;
                 }
                 record.state = WriteState::Queued;
             }
             record.sealed = sealed;
-            candidates.insert(seq, (res, record));
-        }
-        let mut due = Vec::new();
-        for (_, (res, record)) in candidates {
-            if due.len() == limit {
-                break;
-            }
-            if self.acquire(&res).await? {
+            if self.acquire(res).await? {
                 due.push(record);
             }
         }
@@ -742,6 +786,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
 /// A write's message.
 struct Message {
     seq: u64,
+    subject: String,
     id: Uuid,
     sealed: Vec<u8>,
     stored_at: SystemTime,

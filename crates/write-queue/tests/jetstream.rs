@@ -117,6 +117,23 @@ async fn two_instances_share_the_queue_and_lease_resources() {
     assert_eq!(a.stats().await.unwrap().depth, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_both_open_the_queue() {
+    // A fleet's pods start at once: their creations of the stream and
+    // buckets race on a fresh cluster.
+    let shared = Shared::new(3).await;
+    let open = |name: &'static str| {
+        Queue::open_jetstream(shared.config(name), QueueLimits::default(), key())
+    };
+    let (a, b, c) = tokio::join!(open("a"), open("b"), open("c"));
+    let (a, b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let w = a
+        .enqueue(write("alice", "/s/1", "x"), SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(b.get(w.id).await.unwrap().unwrap().id, w.id);
+}
+
 #[tokio::test]
 async fn a_dead_instances_resource_is_due_elsewhere_after_the_lease() {
     let shared = Shared::new(1).await;
