@@ -77,11 +77,19 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
             }
             next_purge = tokio::time::Instant::now() + purge_every;
         }
-        let due = queue.due(SystemTime::now(), BATCH).await;
-        match due {
+        let mut handed_out = 0;
+        match queue.due(SystemTime::now(), BATCH).await {
             Ok(due) => {
-                // Each is its resource's next write: they are sent together
-                // (one per resource, so each resource keeps its order).
+                handed_out = due.len();
+                let mut due = due.into_iter();
+                // The first alone: while the breaker is half-open it is the
+                // probe, and writes sent beside it would be refused and put
+                // off until the breaker's next window.
+                if let Some(first) = due.next() {
+                    replay(&gateway, &queue, first).await;
+                }
+                // The rest together: each is its resource's next write, so
+                // every resource keeps its order.
                 let mut sending = tokio::task::JoinSet::new();
                 for write in due {
                     let (gateway, queue) = (Arc::clone(&gateway), queue.clone());
@@ -92,6 +100,16 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
             Err(error) => tracing::error!(%error, "reading the write queue failed"),
         }
         crate::metrics::queue_gauges(&queue).await;
+        if handed_out > 0 {
+            // More may be due at once (the shared queue's next_due_ms only
+            // says "within a second"): the next pass starts now, unless
+            // the gateway is stopping.
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                () = tokio::task::yield_now() => continue,
+            }
+        }
         let wait = match queue.next_due_ms().await {
             Ok(Some(at)) => {
                 let now = crate::queue::millis(SystemTime::now());

@@ -446,10 +446,11 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 fn summary(what: &str, values: &mut [Duration]) {
     values.sort();
     println!(
-        "{what}: n = {}, p50 = {:.1} ms, p95 = {:.1} ms, max = {:.1} ms",
+        "{what}: n = {}, p50 = {:.1} ms, p95 = {:.1} ms, p99 = {:.1} ms, max = {:.1} ms",
         values.len(),
         ms(percentile(values, 50)),
         ms(percentile(values, 95)),
+        ms(percentile(values, 99)),
         ms(values.last().copied().unwrap_or_default()),
     );
 }

@@ -344,6 +344,14 @@ impl Topology {
             let since = self.trouble_since.take().unwrap_or(now);
             self.lost = Some((old, since));
         }
+        if chosen.is_none() {
+            // Every prober that last saw a primary sleeps its slow interval
+            // (1 s) from that probe: without a wake-up, a replica promoted
+            // meanwhile is noticed up to that interval late (the failover
+            // bench's rounds at ~0.5 s and ~1 s). Woken, each probes at once
+            // and then runs at the fast interval until a primary is elected.
+            change.reprobe = true;
+        }
         self.primary = chosen;
         // WAL positions are only comparable within one primary's history:
         // a promoted replica's timeline branches off at its own replay
@@ -525,6 +533,10 @@ mod tests {
         let change = t.probe_failed(0, "refused".into(), now);
         assert_eq!(kinds(&change), ["NodeDown", "PrimaryLost"]);
         assert_eq!(change.evict, [0]);
+        assert!(
+            change.reprobe,
+            "every prober wakes: one asleep on its slow interval would see a promotion late"
+        );
         assert_eq!(t.primary(), None);
         assert!(t.generation() > generation);
         assert!(
