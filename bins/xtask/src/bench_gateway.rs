@@ -228,10 +228,12 @@ fn ensure_nginx() -> anyhow::Result<std::path::PathBuf> {
     Ok("/usr/sbin/nginx".into())
 }
 
-pub(crate) async fn run(options: GatewayOptions) -> anyhow::Result<()> {
-    let tools = tools::ensure()?;
-    let nginx = ensure_nginx()?;
-    let (store_bin, gateway_bin) = if options.no_build {
+/// The release store-service and gateway binaries: built, or (with
+/// `--no-build`) the ones already there.
+pub(crate) fn release_binaries(
+    no_build: bool,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (store_bin, gateway_bin) = if no_build {
         (
             stack::service_binary(APP, true),
             stack::service_binary("gateway", true),
@@ -247,6 +249,13 @@ pub(crate) async fn run(options: GatewayOptions) -> anyhow::Result<()> {
             bail!("{} is missing: run without --no-build", binary.display());
         }
     }
+    Ok((store_bin, gateway_bin))
+}
+
+pub(crate) async fn run(options: GatewayOptions) -> anyhow::Result<()> {
+    let tools = tools::ensure()?;
+    let nginx = ensure_nginx()?;
+    let (store_bin, gateway_bin) = release_binaries(options.no_build)?;
     let (pg, bao) = temporary_stack(&tools).await?;
     let outcome = measure(
         &options,

@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 use crate::bench_api::{Service, parse_number, seed, seeded_id, temporary_stack};
 use crate::bench_gateway::spawn_logged;
 use crate::load::{self, Response, Workload};
-use crate::stack::{self, APP, DATABASE, GatewayLimits, GatewayQueue};
+use crate::stack::{self, DATABASE, GatewayLimits, GatewayQueue};
 use crate::tools;
 
 const USAGE: &str =
@@ -142,22 +142,7 @@ struct Measured {
 /// `cargo xtask bench queue`.
 pub(crate) async fn run(options: QueueOptions) -> anyhow::Result<()> {
     let tools = tools::ensure()?;
-    let (store_bin, gateway_bin) = if options.no_build {
-        (
-            stack::service_binary(APP, true),
-            stack::service_binary("gateway", true),
-        )
-    } else {
-        (
-            stack::build_service(APP, true)?,
-            stack::build_service("gateway", true)?,
-        )
-    };
-    for binary in [&store_bin, &gateway_bin] {
-        if !binary.is_file() {
-            bail!("{} is missing: run without --no-build", binary.display());
-        }
-    }
+    let (store_bin, gateway_bin) = crate::bench_gateway::release_binaries(options.no_build)?;
     let (pg, bao) = temporary_stack(&tools).await?;
     let outcome = measure_all(&options, &tools, (&store_bin, &gateway_bin), &pg, &bao).await;
     let _ = bao.stop().await;

@@ -1,9 +1,23 @@
-//! The stack folder's own files, below everything that reads them: the
-//! pid file of the running `up` and `env.sh`.
+//! The stack folder and its own files, below everything that reads them:
+//! where the folder is, the pid file of the running `up` and `env.sh`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+
+/// The stack folder: `--dir DIR` among `args`, else `./.stack` at the
+/// workspace root.
+pub(crate) fn stack_dir(args: &[String]) -> anyhow::Result<PathBuf> {
+    let mut dir = testkit::workspace_root().join(".stack");
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().context("--dir needs a folder")?),
+            other => bail!("unexpected argument `{other}` (`cargo xtask help` lists the commands)"),
+        }
+    }
+    Ok(dir)
+}
 
 /// The pid of the `up` running from a stack folder.
 pub(crate) const PID_FILE: &str = "up.pid";

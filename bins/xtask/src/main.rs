@@ -31,8 +31,6 @@ mod status;
 mod test;
 mod tools;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -102,15 +100,15 @@ fn run() -> anyhow::Result<()> {
             let options = stack::UpOptions::parse(&rest)?;
             runtime.block_on(stack::up(options))
         }
-        "down" => runtime.block_on(stack::down(&stack_dir(&rest)?)),
-        "failover" => runtime.block_on(failover::request(&stack_dir(&rest)?)),
+        "down" => runtime.block_on(stack::down(&files::stack_dir(&rest)?)),
+        "failover" => runtime.block_on(failover::request(&files::stack_dir(&rest)?)),
         "status" => {
             let as_json = rest.iter().any(|a| a == "--json");
             let rest: Vec<String> = rest.into_iter().filter(|a| a != "--json").collect();
-            runtime.block_on(status::run(&stack_dir(&rest)?, as_json))
+            runtime.block_on(status::run(&files::stack_dir(&rest)?, as_json))
         }
         "token" => runtime.block_on(stack::token(&rest)),
-        "reset" => runtime.block_on(stack::reset(&stack_dir(&rest)?)),
+        "reset" => runtime.block_on(stack::reset(&files::stack_dir(&rest)?)),
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
         "coverage" => coverage::run(&rest),
@@ -127,17 +125,4 @@ fn run() -> anyhow::Result<()> {
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
-}
-
-/// `--dir DIR` among `args`, else `./.stack` at the workspace root.
-fn stack_dir(args: &[String]) -> anyhow::Result<PathBuf> {
-    let mut dir = testkit::workspace_root().join(".stack");
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--dir" => dir = PathBuf::from(args.next().context("--dir needs a folder")?),
-            other => bail!("unexpected argument `{other}`\n\n{USAGE}"),
-        }
-    }
-    Ok(dir)
 }

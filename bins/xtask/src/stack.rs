@@ -145,7 +145,7 @@ impl UpOptions {
             bail!("--gateway-port {gateway_port}: no room for the gateways' ports above it");
         }
         Ok(UpOptions {
-            dir: crate::stack_dir(&rest)?,
+            dir: crate::files::stack_dir(&rest)?,
             services,
             pg_ports,
             bao_port,
@@ -688,7 +688,7 @@ pub(crate) async fn token(args: &[String]) -> anyhow::Result<()> {
             bail!("--subject `{name}`: use 1 to 64 lowercase ASCII letters, digits, `-` or `_`");
         }
     }
-    let dir = crate::stack_dir(&rest)?;
+    let dir = crate::files::stack_dir(&rest)?;
     let oidc_path = dir.join(OIDC_FILE);
     let text = std::fs::read_to_string(&oidc_path).with_context(|| {
         format!(

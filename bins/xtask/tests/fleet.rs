@@ -71,14 +71,7 @@ async fn up_with_two_gateways_runs_them_on_one_jetstream_queue() {
         serde_json::from_str(&std::fs::read_to_string(place.dir.join("topology.json")).unwrap())
             .unwrap();
     let monitor = topology["nats"][0]["monitor"].as_str().unwrap();
-    let jsz: Value = http
-        .get(format!("{monitor}/jsz?streams=true&config=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jsz: Value = get_json(&http, format!("{monitor}/jsz?streams=true&config=true")).await;
     let streams: Vec<&Value> = jsz["account_details"]
         .as_array()
         .into_iter()
@@ -199,14 +192,7 @@ async fn the_fleet_shares_status_and_order(
         assert_eq!(record["status"], "completed", "{record}");
         assert_eq!(record["response"]["status"], 200, "{record}");
     }
-    let direct: Value = http
-        .get(format!("http://127.0.0.1:{store_port}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let direct: Value = get_json(http, format!("http://127.0.0.1:{store_port}{path}")).await;
     assert_eq!(direct["store"]["version"], 4, "{direct}");
     assert_eq!(direct["store"]["name"], "Fleet Chain v4", "{direct}");
 }
@@ -254,4 +240,9 @@ fn pid_listening_on(port: u16) -> Option<u32> {
                 });
             holds.then_some(pid)
         })
+}
+
+/// `GET url`: its JSON body.
+async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
