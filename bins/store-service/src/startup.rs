@@ -75,6 +75,12 @@ impl Application {
             .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
         let address = listener.local_addr()?;
         tokio::spawn(purge_loop(state.clone()));
+        if let Some(leases) = &state.leases {
+            tokio::spawn(replace_refused_credentials(
+                state.cluster.events(),
+                Arc::clone(leases),
+            ));
+        }
         Ok(Self {
             listener,
             address,
@@ -283,6 +289,25 @@ async fn connect_database(
     }
     .with_max_connections(settings.db_max_connections);
     Ok(Cluster::connect(config).await?)
+}
+
+/// Passes the cluster's word that the database refused the credentials
+/// (their lease revoked early: the user dropped) on to the lease manager,
+/// which reads new ones at once instead of at the lease's end.
+async fn replace_refused_credentials(
+    mut events: tokio::sync::broadcast::Receiver<db_failover::Event>,
+    leases: Arc<LeaseManager>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(db_failover::Event::CredentialsRefused { generation, .. }) => {
+                leases.refused(generation);
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Purges expired idempotency records every hour.

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::PgLsn;
 
 use crate::backoff::{Deadline, pause};
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     events: broadcast::Sender<Event>,
     wake: Vec<Arc<Notify>>,
     round_robin: AtomicUsize,
+    /// The newest credentials generation reported refused.
+    refused_generation: AtomicU64,
 }
 
 impl Shared {
@@ -159,8 +162,58 @@ impl Shared {
         }
     }
 
+    /// The database refused the credentials of `generation` on `node`
+    /// (rotating ones only): [`Event::CredentialsRefused`], once per
+    /// generation.
+    fn credentials_refused(&self, node: usize, generation: u64) {
+        if generation == 0
+            || self
+                .refused_generation
+                .fetch_max(generation, Ordering::SeqCst)
+                >= generation
+        {
+            return;
+        }
+        let event = Event::CredentialsRefused {
+            node: NodeId(node),
+            generation,
+        };
+        self.log(&event);
+        let _ = self.events.send(event);
+    }
+
+    /// Whether `error` on `conn` is a statement denied (42501) to rotating
+    /// credentials; sends [`Event::CredentialsRefused`] when it is.
+    fn denied(&self, conn: &Connection, error: &tokio_postgres::Error) -> bool {
+        let generation = conn.credentials_generation();
+        let denied = generation > 0 && error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE);
+        if denied {
+            self.credentials_refused(conn.node.0, generation);
+        }
+        denied
+    }
+
+    /// A statement error on `conn`: [`Error::CredentialsRefused`] when it
+    /// was denied to rotating credentials, else [`Error::Query`].
+    fn statement_error(&self, conn: &Connection, source: tokio_postgres::Error) -> Error {
+        if self.denied(conn, &source) {
+            return Error::CredentialsRefused {
+                node: conn.node,
+                generation: conn.credentials_generation(),
+                source,
+            };
+        }
+        Error::Query {
+            node: conn.node,
+            source,
+        }
+    }
+
     fn log(&self, event: &Event) {
         match event {
+            Event::CredentialsRefused { node, generation } => {
+                tracing::warn!(node = %self.addresses[node.0], generation, "database credentials refused");
+            }
             Event::NodeDown { node, error } => {
                 tracing::warn!(node = %self.addresses[node.0], %error, "node down");
             }
@@ -301,6 +354,7 @@ impl Cluster {
             events,
             wake,
             round_robin: AtomicUsize::new(0),
+            refused_generation: AtomicU64::new(0),
         });
         let tasks = probers
             .into_iter()
@@ -538,7 +592,11 @@ impl Cluster {
                         }
                         Error::Connection { node, source: e }
                     }
-                    Failure::Statement => return Err(Error::Query { node, source: e }),
+                    Failure::Statement => match self.shared.statement_error(&conn, e) {
+                        // Denied: nothing written; new credentials come.
+                        refused @ Error::CredentialsRefused { .. } => refused,
+                        other => return Err(other),
+                    },
                 },
                 Err(_) => {
                     self.shared.report(node.0, Failure::Connection);
@@ -634,7 +692,10 @@ impl Cluster {
                         Error::Connection { node, source: e }
                     }
                     Failure::ReadOnly | Failure::Statement => {
-                        return Err(Error::Query { node, source: e });
+                        match self.shared.statement_error(&conn, e) {
+                            refused @ Error::CredentialsRefused { .. } => refused,
+                            other => return Err(other),
+                        }
                     }
                 },
                 Err(_) => {
@@ -829,6 +890,17 @@ impl Cluster {
                 Ok(conn)
             }
             Err(source) => {
+                if let PoolError::Backend(e) = &source
+                    && role == Role::Primary
+                    && crate::pool::is_auth_failure(e)
+                    && let Some(credentials) = &self.shared.config.credentials
+                {
+                    // The primary refused the newest login and the last one
+                    // that worked there (a replica may refuse a new login
+                    // only because it has not replayed the role yet).
+                    self.shared
+                        .credentials_refused(node, credentials.generation());
+                }
                 if pool_error_is_node_failure(&source) {
                     self.shared.report(node, Failure::Connection);
                 }
@@ -938,6 +1010,10 @@ impl Connection {
                     self.shared.reprobe();
                 }
             }
+            Failure::Statement => {
+                // A denial sends Event::CredentialsRefused.
+                self.shared.denied(self, error);
+            }
             failure => self.shared.report(self.node.0, failure),
         }
     }
@@ -955,6 +1031,11 @@ impl Connection {
 
     /// `in_hot_standby` as the server reported it at this connection's
     /// login.
+    /// The credentials generation it logged in with (0: fixed ones).
+    fn credentials_generation(&self) -> u64 {
+        self.object.as_ref().map_or(0, |o| o.credentials_generation)
+    }
+
     fn object_hot_standby(&self) -> Option<bool> {
         self.object.as_ref().and_then(|o| o.hot_standby)
     }

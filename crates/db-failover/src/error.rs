@@ -77,6 +77,22 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A statement was denied (SQLSTATE 42501) on a connection logged in
+    /// with rotating credentials of `generation`: the user was dropped or
+    /// lost its grants (its lease revoked early). Nothing was written (the
+    /// statement failed). Retryable: [`crate::Event::CredentialsRefused`]
+    /// went out, and connections of a newer generation replace this one.
+    #[error("{node} denied a statement to the credentials of generation {generation}: {source}")]
+    CredentialsRefused {
+        /// The node.
+        node: NodeId,
+        /// The credentials generation the connection logged in with.
+        generation: u64,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
     /// A write was sent to `node` and then the connection broke, the server
     /// went away or the deadline passed before the answer came: it may or
     /// may not have committed. Never retried automatically; check (by a
@@ -117,6 +133,7 @@ impl Error {
             | Error::Acquire { .. }
             | Error::ReadOnly { .. }
             | Error::Connection { .. }
+            | Error::CredentialsRefused { .. }
             | Error::DeadlineExceeded { .. } => true,
             Error::Config(_) | Error::Query { .. } | Error::OutcomeUnknown { .. } => false,
         }
@@ -134,6 +151,7 @@ impl Error {
             | Error::ReadOnly { node, .. }
             | Error::Connection { node, .. }
             | Error::Query { node, .. }
+            | Error::CredentialsRefused { node, .. }
             | Error::OutcomeUnknown { node, .. } => Some(*node),
             Error::DeadlineExceeded { last, .. } => last.as_ref().and_then(|e| e.node()),
             Error::Config(_) | Error::NoPrimary { .. } | Error::NoReplica => None,
@@ -143,7 +161,9 @@ impl Error {
     /// The server's SQLSTATE, when the error came from the server.
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Error::Connection { source, .. } | Error::Query { source, .. } => source.code(),
+            Error::Connection { source, .. }
+            | Error::Query { source, .. }
+            | Error::CredentialsRefused { source, .. } => source.code(),
             Error::ReadOnly { source, .. } | Error::OutcomeUnknown { source, .. } => {
                 source.as_ref().and_then(|e| e.code())
             }

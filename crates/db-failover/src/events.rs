@@ -103,6 +103,19 @@ pub enum Event {
         /// The replica.
         node: NodeId,
     },
+    /// The database refused the rotating credentials of `generation`: a
+    /// login failed (SQLSTATE 28P01 / 28000) with both them and the last
+    /// ones that worked there, or a statement was denied (42501) on a
+    /// connection logged in with them. Sent once per generation. The
+    /// credentials' source should replace them now (vault-client:
+    /// `LeaseManager::refused(generation)`); the cluster picks up the new
+    /// generation as the rotation contract says.
+    CredentialsRefused {
+        /// The node that refused them.
+        node: NodeId,
+        /// Their generation.
+        generation: u64,
+    },
     /// More than one reachable node claims to be primary. Writes go to
     /// `chosen`, the one on the highest timeline (the newest promotion);
     /// the others are fenced off from writes until they rejoin as standbys.

@@ -500,6 +500,7 @@ mod tests {
                 Event::LagExceeded { .. } => "LagExceeded",
                 Event::LagRecovered { .. } => "LagRecovered",
                 Event::SplitBrain { .. } => "SplitBrain",
+                Event::CredentialsRefused { .. } => "CredentialsRefused",
             })
             .collect()
     }

@@ -279,3 +279,129 @@ async fn who(client: &tokio_postgres::Client) -> Result<(i32, String), tokio_pos
         .await?;
     Ok((row.get(0), row.get(1)))
 }
+
+/// Revoked early (an operator's `vault lease revoke`: the user loses its
+/// grants and is dropped) under a steady write loop: the cluster reports
+/// the refused generation once, the source publishes new credentials, and
+/// no write fails (the denied statements wrote nothing and were retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_revoked_under_load_are_reported_and_replaced_with_no_failed_write() {
+    let pg = start(0).await;
+    pg.admin(pg.primary())
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE ROLE app_group NOLOGIN;
+             REVOKE ALL ON items FROM PUBLIC;
+             GRANT ALL ON items TO app_group;
+             CREATE ROLE app_v1 LOGIN PASSWORD 'first-secret' IN ROLE app_group;",
+        )
+        .await
+        .unwrap();
+    let (publish, receiver) = watch::channel(Credentials::new("app_v1", "first-secret", 1));
+    let url = format!(
+        "postgres://127.0.0.1:{}/postgres",
+        pg.node(pg.primary()).port()
+    );
+    let mut config = Config::from_url(&url)
+        .unwrap()
+        .with_credentials(CredentialsProvider::watch(receiver));
+    config.probe.timeout = Duration::from_secs(2);
+    let cluster = Cluster::connect(config).await.unwrap();
+    wait_readable(&cluster, 0).await;
+
+    // The credentials' source: new ones for each refused generation.
+    let mut events = cluster.events();
+    let admin = pg.admin(pg.primary()).await.unwrap();
+    let refused: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let source = {
+        let refused = refused.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if let db_failover::Event::CredentialsRefused { generation, .. } = event {
+                    refused.lock().unwrap().push(generation);
+                    let next = generation + 1;
+                    admin
+                        .batch_execute(&format!(
+                            "CREATE ROLE app_v{next} LOGIN PASSWORD 'secret-{next}' IN ROLE app_group"
+                        ))
+                        .await
+                        .unwrap();
+                    publish.send_replace(Credentials::new(
+                        format!("app_v{next}"),
+                        format!("secret-{next}"),
+                        next,
+                    ));
+                }
+            }
+        })
+    };
+
+    let users: Arc<Mutex<Vec<String>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for worker in 0..4i64 {
+        let (cluster, users, failures, stop) = (
+            cluster.clone(),
+            users.clone(),
+            failures.clone(),
+            stop.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let id = worker * 1_000_000 + i;
+                let write = cluster
+                    .write_op(move |conn| {
+                        Box::pin(async move {
+                            let row = conn
+                                .query_one(
+                                    "INSERT INTO items (id, body) VALUES ($1, current_user) RETURNING body",
+                                    &[&id],
+                                )
+                                .await?;
+                            Ok(row.get::<_, String>(0))
+                        })
+                    })
+                    .await;
+                match write {
+                    Ok(w) => users.lock().unwrap().push(w.value),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let saw = |user: &'static str| {
+        let users = users.clone();
+        move || {
+            let seen = users.lock().unwrap().iter().any(|u| u == user);
+            async move { seen }
+        }
+    };
+    wait_until("writes as app_v1", saw("app_v1")).await;
+    // What Vault's revocation statements do.
+    pg.admin(pg.primary())
+        .await
+        .unwrap()
+        .batch_execute("REVOKE app_group FROM app_v1; DROP ROLE app_v1;")
+        .await
+        .unwrap();
+    wait_until("writes as app_v2", saw("app_v2")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in loops {
+        l.await.unwrap();
+    }
+    source.abort();
+
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed writes: {failures:?}");
+    assert_eq!(
+        *refused.lock().unwrap(),
+        vec![1],
+        "reported once, for generation 1"
+    );
+}

@@ -580,6 +580,32 @@ impl PgCluster {
         Ok((old, new))
     }
 
+    /// An unplanned failover, as an orchestrator does it after a crash:
+    /// kills the primary (SIGKILL, nothing flushed), picks the replica that
+    /// received the most WAL (with synchronous commit, one that holds every
+    /// acknowledged commit) and promotes it (`pg_promote` replays what it
+    /// received first). Returns (old primary, new primary); the other
+    /// standbys still follow the dead node until
+    /// [`PgCluster::restart_as_standby`] re-points them.
+    pub async fn kill_and_promote(&self) -> Result<(NodeId, NodeId)> {
+        let old = self.primary();
+        self.kill(old).await?;
+        let mut best: Option<(NodeId, u64)> = None;
+        for id in self.replicas() {
+            let Ok(client) = self.admin(id).await else {
+                continue;
+            };
+            let received = received(&client, id).await?;
+            if best.is_none_or(|(_, b)| received > b) {
+                best = Some((id, received));
+            }
+        }
+        let (new, _) =
+            best.ok_or_else(|| Error::Usage("no reachable replica to promote".into()))?;
+        self.promote(new).await?;
+        Ok((old, new))
+    }
+
     /// Where each node stands now: (node, `pg_is_in_recovery()`), `None`
     /// for a node that does not answer.
     pub async fn roles(&self) -> Vec<(NodeId, Option<bool>)> {
@@ -1012,6 +1038,20 @@ async fn replayed(client: &Client, node: NodeId) -> Result<u64> {
         .pg_context(|| format!("reading the replay position of {node}"))?
         .get(0);
     Ok(replayed.unwrap_or(0).max(0) as u64)
+}
+
+/// How much WAL standby `node` has received (flushed to its disk), replayed
+/// or not.
+async fn received(client: &Client, node: NodeId) -> Result<u64> {
+    let received: Option<i64> = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint",
+            &[],
+        )
+        .await
+        .pg_context(|| format!("reading the receive position of {node}"))?
+        .get(0);
+    Ok(received.unwrap_or(0).max(0) as u64)
 }
 
 async fn connect(config: &tokio_postgres::Config, what: &str) -> Result<Client> {

@@ -64,8 +64,8 @@ where
 /// The binary `package` of this workspace (`cargo build -p <package> --bin
 /// <package>`, with the package's own features, as its Dockerfile builds
 /// it), built once per test process, with the profile and target folder
-/// of the running test executable (cargo gives a package's tests only that
-/// package's binaries). Blocking: call it from `spawn_blocking` in async
+/// of the running test executable or binary (cargo gives a package's tests
+/// only that package's binaries). Blocking: call it from `spawn_blocking` in async
 /// code.
 pub fn build_binary(package: &str) -> Result<PathBuf> {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
@@ -77,13 +77,16 @@ pub fn build_binary(package: &str) -> Result<PathBuf> {
     if let Some(path) = built.get(package) {
         return Ok(path.clone());
     }
-    // target/<profile>/deps/<test> → target/<profile>
+    // target/<profile>/deps/<test> (a test) or target/<profile>/<bin> (a
+    // binary, such as the chaos run) → target/<profile>
     let exe = std::env::current_exe().context(|| "finding the test executable".into())?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| Error::Usage(format!("{} is not in target/<profile>/deps", exe.display())))?
-        .to_path_buf();
+    let parent = exe.parent();
+    let profile_dir = match parent {
+        Some(dir) if dir.file_name().is_some_and(|n| n == "deps") => dir.parent(),
+        _ => parent,
+    }
+    .ok_or_else(|| Error::Usage(format!("{} is not in target/<profile>", exe.display())))?
+    .to_path_buf();
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| Error::Usage(format!("{} has no target folder", profile_dir.display())))?;

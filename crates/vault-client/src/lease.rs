@@ -388,6 +388,8 @@ pub struct LeaseManager {
     events: broadcast::Sender<LeaseEvent>,
     /// Stops the loop.
     stop: watch::Sender<bool>,
+    /// The newest generation the database refused ([`LeaseManager::refused`]).
+    refused: watch::Sender<u64>,
     /// The loop; returns the current lease id when stopped.
     task: JoinHandle<Option<String>>,
     /// Revokes a lease (taken at shutdown).
@@ -432,6 +434,7 @@ async fn start<S: LeaseSource>(
     tracing::info!(role = %role, lease_ttl = ?first.ttl, "database credentials created");
     let (tx, rx) = watch::channel(credentials);
     let (stop, stop_rx) = watch::channel(false);
+    let (refused, refused_rx) = watch::channel(0);
     let source = Arc::new(source);
     let task = tokio::spawn(run(
         Arc::clone(&source),
@@ -442,6 +445,7 @@ async fn start<S: LeaseSource>(
         tx,
         events.clone(),
         stop_rx,
+        refused_rx,
     ));
     let revoker = Arc::clone(&source);
     let revoke: Box<dyn Fn(String) -> futures_revoke::Revoke + Send + Sync> =
@@ -454,6 +458,7 @@ async fn start<S: LeaseSource>(
         credentials: rx,
         events,
         stop,
+        refused,
         task,
         revoke: Some(revoke),
         options,
@@ -540,6 +545,28 @@ impl LeaseManager {
         rx
     }
 
+    /// The database refused the credentials of `generation`: a login failed
+    /// with SQLSTATE 28P01/28000, or a statement was denied (42501) because
+    /// the user was dropped or lost its grants (the lease revoked early, by
+    /// an operator or a breach response). New credentials are read at once
+    /// instead of at the lease's end, at most once per generation and no
+    /// sooner than the retry policy allows after the last read (doubling
+    /// while forced reads follow one another with no renewal between them,
+    /// so a role that is refused whatever its password cannot make the
+    /// manager create users in a loop). A report about an older generation
+    /// than the current one is ignored: it was already replaced.
+    ///
+    /// db-failover's `Event::CredentialsRefused` is the signal to pass on.
+    pub fn refused(&self, generation: u64) {
+        self.refused.send_if_modified(|newest| {
+            let newer = generation > *newest;
+            if newer {
+                *newest = generation;
+            }
+            newer
+        });
+    }
+
     /// Stops renewing; with `revoke_on_shutdown`, waits the drain delay and
     /// revokes the current lease (dropping the database user).
     pub async fn shutdown(mut self) -> Result<()> {
@@ -577,9 +604,14 @@ async fn run<S: LeaseSource>(
     tx: watch::Sender<Credentials>,
     events: broadcast::Sender<LeaseEvent>,
     mut stop: watch::Receiver<bool>,
+    mut refused: watch::Receiver<u64>,
 ) -> Option<String> {
     let mut generation = 1u64;
     let mut failures = 0u32;
+    // Reads forced by a refusal since the last successful renewal: each
+    // waits longer (the retry policy's back-off) after the previous read.
+    let mut forced = 0u32;
+    let mut forced_for = 0u64;
     let mut retry_at: Option<Instant> = None;
     let mut warned_expiring = false;
     // When credentials were last read: a lease with a zero or tiny TTL
@@ -591,7 +623,11 @@ async fn run<S: LeaseSource>(
             at = at.max(retry);
         }
         if action == Action::Rotate {
-            at = at.max(instant_after(last_fetch, options.retry.initial));
+            let spacing = match forced {
+                0 => options.retry.initial,
+                n => options.retry.delay(n - 1),
+            };
+            at = at.max(instant_after(last_fetch, spacing));
         }
         if action == Action::Rotate && !warned_expiring {
             warned_expiring = true;
@@ -620,6 +656,19 @@ async fn run<S: LeaseSource>(
         tokio::select! {
             () = wait => {}
             _ = stop.changed() => return Some(lease_id),
+            Ok(()) = refused.changed() => {
+                let reported = *refused.borrow_and_update();
+                if reported == generation && forced_for < generation {
+                    // The user is gone: these credentials end now.
+                    forced_for = generation;
+                    forced = forced.saturating_add(1);
+                    state.exhausted = true;
+                    state.expires = Instant::now();
+                    retry_at = None;
+                    tracing::warn!(role = %role, generation, "the database refused the current credentials: reading new ones");
+                }
+                continue;
+            }
         }
         if *stop.borrow() {
             return Some(lease_id);
@@ -628,6 +677,7 @@ async fn run<S: LeaseSource>(
             Action::Renew => match source.renew(&lease_id, state.increment).await {
                 Ok(ttl) => {
                     state = state.renewed(Instant::now(), ttl);
+                    forced = 0;
                     crate::metrics::renewal("lease", true);
                     tx.send_modify(|c| {
                         c.lease_duration = ttl;
@@ -885,6 +935,44 @@ mod tests {
         fake.fail_fetch.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert_eq!(manager.current().generation, 2);
+        drop(manager);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credentials_the_database_refused_are_replaced_at_once_and_not_in_a_loop() {
+        let fake = Arc::new(Fake::default());
+        let (events, _rx) = broadcast::channel(256);
+        let manager = start(Arc::clone(&fake), "app".into(), options(), events)
+            .await
+            .unwrap();
+        let mut creds = manager.credentials();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(manager.current().generation, 1);
+
+        // Refused: new credentials well before the lease's renewal (20 s).
+        manager.refused(1);
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            creds.wait_for(|c| c.generation == 2),
+        )
+        .await
+        .expect("rotated at once")
+        .unwrap();
+        // A late report about generation 1 changes nothing.
+        manager.refused(1);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(manager.current().generation, 2);
+
+        // Refused whatever the credentials (a role without grants): each
+        // forced read waits longer than the last, not one per second.
+        let before = fake.fetches.load(Ordering::SeqCst);
+        for _ in 0..40 {
+            let generation = manager.current().generation;
+            manager.refused(generation);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let forced = fake.fetches.load(Ordering::SeqCst) - before;
+        assert!((3..=8).contains(&forced), "forced reads in 20 s: {forced}");
         drop(manager);
     }
 
