@@ -182,6 +182,14 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
+    /// Reports credentials `node` accepted and then refused (its pool's or
+    /// prober's last login), if any.
+    fn report_revoked(&self, node: usize) {
+        if let Some(generation) = self.pools[node].manager().login.take_revoked() {
+            self.credentials_refused(node, generation);
+        }
+    }
+
     /// Whether `error` on `conn` is a statement denied (42501) to rotating
     /// credentials; sends [`Event::CredentialsRefused`] when it is.
     fn denied(&self, conn: &Connection, error: &tokio_postgres::Error) -> bool {
@@ -232,6 +240,7 @@ impl Shared {
             Ok(report) => metrics::probe(&self.addresses[node], Some(report.latency)),
             Err(_) => metrics::probe(&self.addresses[node], None),
         }
+        self.report_revoked(node);
         match outcome {
             Ok(report) => self.apply(|t, now| t.probe_succeeded(node, &report, now)),
             Err(error) => {
@@ -890,17 +899,7 @@ impl Cluster {
                 Ok(conn)
             }
             Err(source) => {
-                if let PoolError::Backend(e) = &source
-                    && role == Role::Primary
-                    && crate::pool::is_auth_failure(e)
-                    && let Some(credentials) = &self.shared.config.credentials
-                {
-                    // The primary refused the newest login and the last one
-                    // that worked there (a replica may refuse a new login
-                    // only because it has not replayed the role yet).
-                    self.shared
-                        .credentials_refused(node, credentials.generation());
-                }
+                self.shared.report_revoked(node);
                 if pool_error_is_node_failure(&source) {
                     self.shared.report(node, Failure::Connection);
                 }

@@ -104,9 +104,9 @@ pub enum Event {
         node: NodeId,
     },
     /// The database refused the rotating credentials of `generation`: a
-    /// login failed (SQLSTATE 28P01 / 28000) with both them and the last
-    /// ones that worked there, or a statement was denied (42501) on a
-    /// connection logged in with them. Sent once per generation. The
+    /// node that had accepted that login refused it (SQLSTATE 28P01 /
+    /// 28000: the user was dropped), or a statement was denied (42501) on
+    /// a connection logged in with them. Sent once per generation. The
     /// credentials' source should replace them now (vault-client:
     /// `LeaseManager::refused(generation)`); the cluster picks up the new
     /// generation as the rotation contract says.

@@ -44,7 +44,7 @@ pub(crate) struct PgManager {
     /// are retired.
     epoch: AtomicU64,
     /// Which logins work on this node (shared with its prober).
-    login: Arc<NodeLogin>,
+    pub(crate) login: Arc<NodeLogin>,
     /// The driver tasks of the connections it opened, idle or checked out,
     /// so that a node declared down can have them all cut.
     drivers: Mutex<Vec<AbortHandle>>,
@@ -175,6 +175,9 @@ struct LoginState {
     last_good: Option<Credentials>,
     /// A generation this node rejected and that has not worked since.
     rejected: Option<u64>,
+    /// A generation that logged in here and then was refused (revoked:
+    /// the user dropped), not yet reported.
+    revoked: Option<u64>,
 }
 
 impl NodeLogin {
@@ -206,6 +209,25 @@ impl NodeLogin {
             .filter(|c| c.generation() < generation)?;
         state.rejected = Some(generation);
         Some(previous)
+    }
+
+    /// `credentials` were refused outright: when they are the ones that
+    /// last logged in here, they were revoked (a replica that has not
+    /// replayed a new role refuses only logins it never accepted).
+    pub(crate) fn refused_outright(&self, credentials: &Credentials) {
+        let mut state = lock(&self.state);
+        if state
+            .last_good
+            .as_ref()
+            .is_some_and(|c| c.generation() == credentials.generation())
+        {
+            state.revoked = Some(credentials.generation());
+        }
+    }
+
+    /// The revoked generation not reported yet, if any (once).
+    pub(crate) fn take_revoked(&self) -> Option<u64> {
+        lock(&self.state).revoked.take()
     }
 
     /// Whether `generation` was refused and has not worked since.
@@ -271,6 +293,7 @@ async fn login_with(
             Ok(opened)
         }
         Err(e) if is_auth_failure(&e) => {
+            node.refused_outright(&credentials);
             let Some(previous) = node.refused(credentials.generation()) else {
                 return Err(e);
             };

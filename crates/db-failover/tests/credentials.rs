@@ -405,3 +405,67 @@ async fn credentials_revoked_under_load_are_reported_and_replaced_with_no_failed
         "reported once, for generation 1"
     );
 }
+
+/// Revoked while idle, then every connection cut (a restarted or frozen
+/// node): the prober's new login is refused with credentials that worked
+/// there, which is reported as well, so the node is not lost for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_revoked_while_idle_are_reported_by_the_prober() {
+    let pg = start(0).await;
+    let admin = pg.admin(pg.primary()).await.unwrap();
+    admin
+        .batch_execute("CREATE ROLE app_v1 LOGIN PASSWORD 'first-secret'")
+        .await
+        .unwrap();
+    let (publish, receiver) = watch::channel(Credentials::new("app_v1", "first-secret", 1));
+    let url = format!(
+        "postgres://127.0.0.1:{}/postgres",
+        pg.node(pg.primary()).port()
+    );
+    let cluster = Cluster::connect(
+        Config::from_url(&url)
+            .unwrap()
+            .with_credentials(CredentialsProvider::watch(receiver)),
+    )
+    .await
+    .unwrap();
+    wait_readable(&cluster, 0).await;
+    let mut events = cluster.events();
+
+    admin
+        .batch_execute(
+            "DROP ROLE app_v1;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();",
+        )
+        .await
+        .unwrap();
+    let generation = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(db_failover::Event::CredentialsRefused { generation, .. }) =
+                events.recv().await
+            {
+                return generation;
+            }
+        }
+    })
+    .await
+    .expect("the refusal is reported");
+    assert_eq!(generation, 1);
+
+    admin
+        .batch_execute("CREATE ROLE app_v2 LOGIN PASSWORD 'second-secret'")
+        .await
+        .unwrap();
+    publish.send_replace(Credentials::new("app_v2", "second-secret", 2));
+    let user = cluster
+        .write_op(|conn| {
+            Box::pin(async move {
+                let row = conn.query_one("SELECT current_user::text", &[]).await?;
+                Ok(row.get::<_, String>(0))
+            })
+        })
+        .await
+        .expect("a primary again, with the new login");
+    assert_eq!(user.value, "app_v2");
+}

@@ -13,8 +13,8 @@ use system_tests::Platform;
 use crate::faults::Window;
 use crate::workload::{Ack, Answer, Ledger, OpKind, QueuedOutcome, written_secrets};
 
-/// After a fault is healed and the platform is ready again, 503s are
-/// still allowed this long (breakers half-open, probes, replays).
+/// After a fault is healed and the platform is ready again, 503s (and
+/// 504s after a timeout) are still allowed this long (breakers half-open, probes, replays).
 pub(crate) const GRACE: Duration = Duration::from_secs(10);
 
 /// What the audit found.
@@ -154,7 +154,7 @@ pub(crate) async fn audit(
         .lost
         .extend(ledger.secrets_mismatch.iter().cloned());
 
-    // Every 5xx: a 503 with Retry-After while a fault was on (or just
+    // Every 5xx: one the contract allows while a fault was on (or just
     // healed), or unexplained.
     for sample in &ledger.samples {
         let Answer::Status {
@@ -172,7 +172,13 @@ pub(crate) async fn audit(
         let during = windows
             .iter()
             .any(|w| sample.sent <= w.recovered + GRACE && end >= w.start);
-        if !(*status == 503 && retry_after.is_some() && during) {
+        // The gateway's contract (its README, "Degraded mode"): a 503 with
+        // Retry-After while an upstream or dependency is down, or a 504
+        // GATEWAY_TIMEOUT with Retry-After for a read that timed out with
+        // no stale copy kept.
+        let allowed = retry_after.is_some()
+            && (*status == 503 || (*status == 504 && error.as_deref() == Some("GATEWAY_TIMEOUT")));
+        if !(allowed && during) {
             findings.unexplained.push(format!(
                 "{status} {} to {:?} at {:.1} s (gateway {}, Retry-After {retry_after:?}, {})",
                 error.as_deref().unwrap_or("-"),

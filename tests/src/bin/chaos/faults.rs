@@ -223,6 +223,7 @@ pub(crate) async fn inject(
         }
         Kind::CredentialsRevoked => {
             let engine = DatabaseEngine::default();
+            let before = service_users(platform, &engine).await?;
             platform
                 .bao
                 .call(
@@ -235,6 +236,10 @@ pub(crate) async fn inject(
                 )
                 .await
                 .context("revoking the service's database leases")?;
+            let after = service_users(platform, &engine).await?;
+            if let Some(kept) = before.iter().find(|u| after.contains(u)) {
+                bail!("the revocation left the user {kept} in place");
+            }
             tokio::time::sleep(hold).await;
             "store-service's database users".into()
         }
@@ -248,6 +253,25 @@ pub(crate) async fn inject(
         healed,
         recovered: started.elapsed(),
     })
+}
+
+/// The login roles OpenBao made for the service (members of the group
+/// role that holds the grants), on the primary.
+async fn service_users(
+    platform: &Platform,
+    engine: &DatabaseEngine,
+) -> anyhow::Result<Vec<String>> {
+    let db = platform.db().await;
+    let rows = db
+        .query(
+            "SELECT r.rolname::text FROM pg_auth_members m \
+             JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid \
+             WHERE g.rolname = $1 AND r.rolcanlogin AND r.rolname <> $2",
+            &[&engine.group_role, &engine.admin_role],
+        )
+        .await
+        .context("listing the service's database users")?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Waits until store-service and every gateway answer `/ready` with 200.

@@ -1,7 +1,7 @@
 //! The report: one row per fault (and one for the time between faults),
 //! what the audit found, and the last line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -132,10 +132,38 @@ pub(crate) fn render(ledger: &Ledger, windows: &[Window], findings: &Findings) -
         );
     }
     let _ = writeln!(out, "| (no fault) | - | - | {} | - |", steady.cells());
+    let mut errors: BTreeMap<(u16, String), usize> = BTreeMap::new();
+    for sample in &ledger.samples {
+        if let Answer::Status { status, error, .. } = &sample.answer
+            && *status >= 400
+        {
+            *errors
+                .entry((*status, error.clone().unwrap_or_else(|| "-".into())))
+                .or_default() += 1;
+        }
+    }
+    let errors: Vec<String> = errors
+        .iter()
+        .map(|((status, code), n)| format!("{status} {code}: {n}"))
+        .collect();
+    let _ = writeln!(out, "\nerror answers: {}", errors.join(", "));
+    let mut queued_for = ledger.queued_for.clone();
+    queued_for.sort_unstable();
+    if let Some(max) = queued_for.last() {
+        let at = |p: f64| queued_for[((queued_for.len() - 1) as f64 * p).round() as usize];
+        let _ = writeln!(
+            out,
+            "queued writes, 202 -> seen finished: p50 {:.1} s, p99 {:.1} s, max {:.1} s ({} followed)",
+            at(0.5).as_secs_f64(),
+            at(0.99).as_secs_f64(),
+            max.as_secs_f64(),
+            queued_for.len()
+        );
+    }
     let kinds: BTreeSet<_> = windows.iter().map(|w| w.kind).collect();
     let _ = writeln!(
         out,
-        "\nrequests {}, writes {}, shed by the generator {}, queued writes failed (reason at their status) {}, kinds of fault {} ({})",
+        "requests {}, writes {}, shed by the generator {}, queued writes failed (reason at their status) {}, kinds of fault {} ({})",
         ledger.samples.len(),
         ledger.writes.len(),
         ledger.shed,

@@ -27,7 +27,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3);
 /// How long a client follows a queued write (`/api/requests/{id}`).
 const FOLLOW: Duration = Duration::from_secs(180);
 /// Requests in flight beyond which the generator sheds its next ticks.
-const MAX_IN_FLIGHT: usize = 512;
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// What a request was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,6 +139,8 @@ pub(crate) struct Ledger {
     pub(crate) shed: usize,
     /// Secrets read back different from those written.
     pub(crate) secrets_mismatch: Vec<String>,
+    /// From a 202 until the client saw its write finished.
+    pub(crate) queued_for: Vec<Duration>,
 }
 
 /// A store the clients own, with what they know of it.
@@ -298,11 +300,21 @@ impl Clients {
         let deadline = Instant::now() + FOLLOW;
         let path = format!("/api/requests/{request}");
         let mut last = String::from("never answered");
+        let mut pause = Duration::from_millis(250);
+        let accepted = Instant::now();
         while Instant::now() < deadline {
             let (answer, record) = self
                 .send(OpKind::Follow, Method::GET, &path, &[], None)
                 .await;
             if answer.status() == Some(200) {
+                let finished = matches!(record["status"].as_str(), Some("completed" | "failed"));
+                if finished {
+                    self.ledger
+                        .lock()
+                        .expect("ledger")
+                        .queued_for
+                        .push(accepted.elapsed());
+                }
                 match record["status"].as_str() {
                     Some("completed") => {
                         let status = record["response"]["status"].as_u64().unwrap_or(0) as u16;
@@ -326,7 +338,8 @@ impl Clients {
             } else {
                 last = format!("{answer:?}");
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
         QueuedOutcome::Unfinished { last }
     }
