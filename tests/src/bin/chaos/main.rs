@@ -41,7 +41,8 @@ const USAGE: &str = "usage: chaos [--duration 5m] [--seed N] [--gateways N] [--r
   --rate R       requests started per second by the clients (default 30)
   --faults A,B   only these faults (default: all of pg-primary-kill, pg-primary-freeze,
                  openbao-restart, openbao-freeze, store-service-freeze, store-service-kill,
-                 gateway-kill, nats-node-kill, db-credentials-revoked)";
+                 gateway-kill, nats-node-kill, db-credentials-revoked)
+  --logs DIR     copy store-service's and the gateways' logs there at the end";
 
 /// The command line.
 #[derive(Debug)]
@@ -52,6 +53,8 @@ struct Options {
     rate: u32,
     /// Only these kinds (all when empty).
     faults: Vec<faults::Kind>,
+    /// Where the services' logs are copied at the end.
+    logs: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             gateways: 2,
             rate: 30,
             faults: Vec::new(),
+            logs: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -74,6 +78,7 @@ impl Options {
                     options.gateways = value()?.parse().context("--gateways: a number")?;
                 }
                 "--rate" => options.rate = value()?.parse().context("--rate: a number")?,
+                "--logs" => options.logs = Some(value()?.into()),
                 "--faults" => {
                     options.faults = value()?
                         .split(',')
@@ -196,7 +201,24 @@ async fn run(options: Options) -> anyhow::Result<bool> {
     let ledger = std::mem::take(&mut *clients.ledger.lock().expect("ledger"));
     let findings = audit::audit(&platform, &token, &ledger, &windows).await?;
     print!("{}", report::render(&ledger, &windows, &findings));
+    if let Some(dir) = &options.logs {
+        copy_logs(&platform, dir)?;
+    }
     Ok(findings.lost.is_empty()
         && findings.duplicated.is_empty()
         && findings.unexplained.is_empty())
+}
+
+/// Copies the services' logs into `dir`.
+fn copy_logs(platform: &Platform, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut logs = vec![("store-service.log".to_owned(), platform.store.log())];
+    for (i, gateway) in platform.gateways.iter().enumerate() {
+        logs.push((format!("gateway-{i}.log"), gateway.log()));
+    }
+    for (name, log) in logs {
+        std::fs::copy(log, dir.join(&name))
+            .with_context(|| format!("copying {}", log.display()))?;
+    }
+    Ok(())
 }
