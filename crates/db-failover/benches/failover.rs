@@ -11,6 +11,11 @@
 //! primary: the number lost must be 0. Optionally it also freezes the
 //! primary (SIGSTOP) and measures fault → `NodeDown`.
 //!
+//! Throughout, every `NodeDown` is checked against what the benchmark did:
+//! one for a node that was not killed, restarted or frozen since the
+//! cluster last saw it answer (a loaded but healthy node declared down) is
+//! a false `NodeDown`, printed when it happens and counted in the summary.
+//!
 //! `cargo xtask bench failover` (which passes `--bench`) runs the full
 //! version: `--rounds N` (default 20), `--freeze-rounds N` (default 10).
 //! Without `--bench` (as `cargo test --all-targets` runs it) one quick round
@@ -40,6 +45,92 @@ struct Ack {
     id: i64,
     at: Instant,
     node: NodeId,
+}
+
+/// Which nodes the benchmark has disturbed (killed, restarted, frozen)
+/// since the cluster last saw them healthy, and the `NodeDown`s of the
+/// others.
+struct Downs {
+    disturbed: Vec<AtomicBool>,
+    /// `(node, error)` of every false `NodeDown`.
+    false_downs: Mutex<Vec<(NodeId, String)>>,
+    /// Events the watcher missed (broadcast lag): none expected.
+    missed: AtomicUsize,
+    /// The node the last failover round leaves dead.
+    dead: Mutex<Option<testkit::NodeId>>,
+}
+
+impl Downs {
+    fn new(nodes: usize) -> Downs {
+        Downs {
+            disturbed: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
+            false_downs: Mutex::new(Vec::new()),
+            missed: AtomicUsize::new(0),
+            dead: Mutex::new(None),
+        }
+    }
+
+    /// Call before killing, restarting or freezing `node`.
+    fn disturb(&self, node: testkit::NodeId) {
+        self.disturbed[node.0].store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the cluster sees every node the benchmark has not left
+    /// dead up and answering, then counts them as undisturbed again.
+    async fn settle(&self, cluster: &Cluster) -> Result<()> {
+        let dead = *self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        let alive = |i: usize| dead.is_none_or(|d| d.0 != i);
+        wait_for("every live node up and answering", || {
+            let health = cluster.health();
+            health
+                .nodes
+                .iter()
+                .enumerate()
+                .all(|(i, n)| !alive(i) || (n.up && n.reachable && n.consecutive_failures == 0))
+        })
+        .await?;
+        for (i, flag) in self.disturbed.iter().enumerate() {
+            if alive(i) {
+                flag.store(false, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    fn false_count(&self) -> usize {
+        self.false_downs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// Checks every `NodeDown` against [`Downs::disturbed`].
+async fn watch_downs(downs: Arc<Downs>, mut events: tokio::sync::broadcast::Receiver<Event>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(Event::NodeDown { node, error }) => {
+                if !downs.disturbed[node.0].load(Ordering::SeqCst) {
+                    println!(
+                        "FALSE NodeDown: {node} was neither killed, restarted nor frozen: {error}"
+                    );
+                    downs
+                        .false_downs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((node, error));
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                downs
+                    .missed
+                    .fetch_add(usize::try_from(n).unwrap_or(usize::MAX), Ordering::SeqCst);
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// What the writer saw.
@@ -131,6 +222,9 @@ async fn run(args: Args) -> Result<()> {
     );
     let cluster = Cluster::connect(Config::from_url(&url)?).await?;
     let mut events = cluster.events();
+    let downs = Arc::new(Downs::new(pg.nodes().len()));
+    let watcher = tokio::spawn(watch_downs(downs.clone(), cluster.events()));
+    downs.settle(&cluster).await?;
 
     let log = Arc::new(Log::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -140,7 +234,8 @@ async fn run(args: Args) -> Result<()> {
     let mut after_fault = Vec::new();
     for round in 0..args.rounds {
         let last = round + 1 == args.rounds;
-        let (promoted_to_ack, fault_to_ack) = failover_round(&pg, &log, last).await?;
+        let (promoted_to_ack, fault_to_ack) =
+            failover_round(&pg, &cluster, &log, &downs, last).await?;
         println!(
             "round {:>2}: promotion → first write {:>7.1} ms, fault → first write {:>7.1} ms",
             round + 1,
@@ -153,7 +248,7 @@ async fn run(args: Args) -> Result<()> {
 
     let mut detection = Vec::new();
     for round in 0..args.freeze_rounds {
-        let detected = freeze_round(&pg, &cluster, &log, &mut events).await?;
+        let detected = freeze_round(&pg, &cluster, &log, &downs, &mut events).await?;
         println!(
             "freeze {:>2}: fault → NodeDown {:>7.1} ms",
             round + 1,
@@ -164,6 +259,7 @@ async fn run(args: Args) -> Result<()> {
 
     stop.store(true, Ordering::SeqCst);
     writer.await??;
+    watcher.abort();
     let lost = lost_writes(&pg, &log).await?;
     let acked = log.acks.lock().unwrap_or_else(|e| e.into_inner()).len();
 
@@ -183,6 +279,11 @@ async fn run(args: Args) -> Result<()> {
     if !detection.is_empty() {
         summary("SIGSTOP → NodeDown (black-holed primary)", &mut detection);
     }
+    println!(
+        "false NodeDown (a node neither killed, restarted nor frozen): {}, events missed by the check: {}",
+        downs.false_count(),
+        downs.missed.load(Ordering::SeqCst),
+    );
     println!(
         "writes: {acked} acknowledged, {lost} acknowledged but lost, {} acknowledged by a standby, {} outcome unknown, other errors: {:?}",
         log.by_standby.load(Ordering::SeqCst),
@@ -261,7 +362,13 @@ async fn open_loop_writer(cluster: Cluster, log: Arc<Log>, stop: Arc<AtomicBool>
 
 /// Kills the primary, promotes the most advanced replica, measures, and
 /// (unless `last`) re-points the other nodes at the new primary.
-async fn failover_round(pg: &PgCluster, log: &Log, last: bool) -> Result<(Duration, Duration)> {
+async fn failover_round(
+    pg: &PgCluster,
+    cluster: &Cluster,
+    log: &Log,
+    downs: &Downs,
+    last: bool,
+) -> Result<(Duration, Duration)> {
     let old = pg.primary();
     let warm = Instant::now();
     wait_for("20 writes before the fault", || {
@@ -270,6 +377,7 @@ async fn failover_round(pg: &PgCluster, log: &Log, last: bool) -> Result<(Durati
     .await?;
 
     let fault_at = Instant::now();
+    downs.disturb(old);
     pg.kill(old).await?;
     let new = most_advanced_replica(pg).await?;
     let watcher = pg.admin(new).await?;
@@ -300,6 +408,8 @@ async fn failover_round(pg: &PgCluster, log: &Log, last: bool) -> Result<(Durati
         first.saturating_duration_since(fault_at),
     );
     if last {
+        // The old primary stays dead for the freeze rounds.
+        *downs.dead.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
         wait_for("more writes on the new primary", || {
             log.count_on(new_node, first) >= 20
         })
@@ -309,10 +419,12 @@ async fn failover_round(pg: &PgCluster, log: &Log, last: bool) -> Result<(Durati
     // Re-point the others (pg_rewind where needed), then commit
     // synchronously again once both stream.
     for node in pg.replicas() {
+        downs.disturb(node);
         pg.restart_as_standby(node).await?;
     }
     pg.set_synchronous_standbys(new, 1).await?;
     wait_quorum(pg).await?;
+    downs.settle(cluster).await?;
     Ok(result)
 }
 
@@ -322,6 +434,7 @@ async fn freeze_round(
     pg: &PgCluster,
     cluster: &Cluster,
     log: &Log,
+    downs: &Downs,
     events: &mut tokio::sync::broadcast::Receiver<Event>,
 ) -> Result<Duration> {
     let primary = pg.primary();
@@ -333,6 +446,7 @@ async fn freeze_round(
     .await?;
     while events.try_recv().is_ok() {}
     let fault_at = Instant::now();
+    downs.disturb(primary);
     pg.freeze(primary).await?;
     let down = tokio::time::timeout(BOUND, async {
         loop {
@@ -349,6 +463,7 @@ async fn freeze_round(
         cluster.primary_node() == Some(node)
     })
     .await?;
+    downs.settle(cluster).await?;
     Ok(down.saturating_duration_since(fault_at))
 }
 

@@ -235,23 +235,53 @@ impl Shared {
         }
     }
 
-    pub(crate) fn observe_probe(&self, node: usize, outcome: Result<ProbeReport, String>) {
+    /// A probe of `node` that started at `started` finished.
+    pub(crate) fn observe_probe(
+        &self,
+        node: usize,
+        started: Instant,
+        outcome: Result<ProbeReport, String>,
+    ) {
         match &outcome {
             Ok(report) => metrics::probe(&self.addresses[node], Some(report.latency)),
-            Err(_) => metrics::probe(&self.addresses[node], None),
-        }
-        self.report_revoked(node);
-        match outcome {
-            Ok(report) => self.apply(|t, now| t.probe_succeeded(node, &report, now)),
             Err(error) => {
+                metrics::probe(&self.addresses[node], None);
                 tracing::debug!(node = %self.addresses[node], %error, "probe failed");
-                self.apply(|t, now| t.probe_failed(node, error, now));
             }
         }
+        self.report_revoked(node);
+        self.apply(|t, now| t.probe_finished(node, started, outcome, now));
     }
 
-    pub(crate) fn wants_fast_probe(&self, node: usize) -> bool {
-        self.topology().wants_fast_probe(node)
+    /// A probe of `node` starts now.
+    pub(crate) fn probe_started(&self, node: usize, now: Instant) {
+        self.apply(|t, _| t.probe_started(node, now));
+    }
+
+    /// Whether `node` has been silent too long by now.
+    pub(crate) fn check_silence(&self, node: usize) {
+        self.apply(|t, now| t.check_silence(node, now));
+    }
+
+    /// When `node`'s silence would make it down (see
+    /// `Topology::silence_deadline`).
+    pub(crate) fn silence_deadline(&self, node: usize) -> Option<Instant> {
+        self.topology().silence_deadline(node)
+    }
+
+    /// The time from one probe start of `node` to the next, as things
+    /// stand: fast while it fails or there is no primary, the primary
+    /// interval for the primary, the slow one otherwise.
+    pub(crate) fn probe_interval(&self, node: usize) -> Duration {
+        let settings = &self.config.probe;
+        let topology = self.topology();
+        if topology.wants_fast_probe(node) {
+            settings.fast_interval
+        } else if topology.primary() == Some(node) {
+            settings.primary_interval.min(settings.interval)
+        } else {
+            settings.interval
+        }
     }
 
     /// Live traffic to `node` failed with `failure`.
@@ -335,6 +365,7 @@ impl Cluster {
         }
         let rules = Rules {
             failure_threshold: config.probe.failure_threshold,
+            down_after: config.probe.silence_limit(),
             max_lag_bytes: config.reads.max_lag_bytes,
             max_lag: config.reads.max_lag,
         };

@@ -84,29 +84,65 @@ impl Default for Timeouts {
 }
 
 /// How nodes are watched.
+///
+/// Probes of one node may overlap: the next one starts on time even while
+/// an earlier one still waits for its answer (at most three at once), so a
+/// probe stuck on a frozen connection does not delay the next. A node is
+/// down after `failure_threshold` failed probes in a row, or once it has
+/// answered none of its probes for `down_after` (counted from the start of
+/// the first unanswered one) and none for half of it since the second
+/// started (one probe stuck on a broken connection is not enough),
+/// whichever comes first. A node whose probes are answered within `timeout` is never
+/// down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProbeSettings {
-    /// Time between two probes of a healthy node (default 1 s).
+    /// Time between two probes of a healthy replica (default 1 s).
     pub interval: Duration,
+    /// Time between two probes of the healthy primary (default 200 ms):
+    /// with `down_after`, how fast a frozen primary is noticed. Never
+    /// longer than `interval`.
+    pub primary_interval: Duration,
     /// Time between probes of a node that failed its last probe, and of
     /// every node while there is no primary (default 50 ms).
     pub fast_interval: Duration,
     /// A probe (connect if needed, then one query) that takes longer fails
     /// (default 500 ms). The probe cannot hang: this bounds all of it.
     pub timeout: Duration,
-    /// Consecutive failed probes before a node is down (default 3).
+    /// Consecutive failed probes before a node is down (default 3). A
+    /// refused connection fails at once, so a killed node is down after
+    /// three probes at the fast interval (about 100 ms).
     pub failure_threshold: u32,
+    /// How long a node may leave every probe unanswered before it is down
+    /// (default 600 ms), counted from the start of the first unanswered
+    /// probe; the second unanswered probe must also have waited half of
+    /// it. Never shorter than
+    /// `timeout` (a shorter value acts as `timeout`): every probe gets its
+    /// whole timeout to answer. `None`: only `failure_threshold` decides
+    /// (a frozen node is then down after three timeouts). With the
+    /// defaults a frozen primary is down at most `primary_interval` +
+    /// `down_after` = 800 ms after it froze.
+    pub down_after: Option<Duration>,
 }
 
 impl Default for ProbeSettings {
     fn default() -> Self {
         ProbeSettings {
             interval: Duration::from_secs(1),
+            primary_interval: Duration::from_millis(200),
             fast_interval: Duration::from_millis(50),
             timeout: Duration::from_millis(500),
             failure_threshold: 3,
+            down_after: Some(Duration::from_millis(600)),
         }
+    }
+}
+
+impl ProbeSettings {
+    /// The silence after which a node is down: `down_after`, but never
+    /// shorter than `timeout`.
+    pub(crate) fn silence_limit(&self) -> Option<Duration> {
+        self.down_after.map(|d| d.max(self.timeout))
     }
 }
 
@@ -298,6 +334,7 @@ impl Config {
             ("timeouts.pool_wait", t.pool_wait),
             ("timeouts.recycle", t.recycle),
             ("probe.interval", self.probe.interval),
+            ("probe.primary_interval", self.probe.primary_interval),
             ("probe.fast_interval", self.probe.fast_interval),
             ("probe.timeout", self.probe.timeout),
             ("retry.deadline", self.retry.deadline),
@@ -445,6 +482,19 @@ mod tests {
         let config = Config::from_url("postgres://u@h/d").unwrap();
         assert_eq!(config.probe.interval, Duration::from_secs(1));
         assert_eq!(config.probe.failure_threshold, 3);
+        assert_eq!(config.probe.primary_interval, Duration::from_millis(200));
+        assert_eq!(config.probe.down_after, Some(Duration::from_millis(600)));
+        assert_eq!(
+            config.probe.silence_limit(),
+            Some(Duration::from_millis(600))
+        );
+        let mut slow = config.probe;
+        slow.timeout = Duration::from_secs(2);
+        assert_eq!(
+            slow.silence_limit(),
+            Some(Duration::from_secs(2)),
+            "every probe gets its whole timeout"
+        );
         assert_eq!(config.retry.base, Duration::from_millis(100));
         assert_eq!(config.retry.cap, Duration::from_secs(2));
         assert!(config.timeouts.connect > Duration::ZERO);

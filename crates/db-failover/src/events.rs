@@ -39,14 +39,17 @@ impl fmt::Display for Role {
 /// [`Cluster::events`](crate::Cluster::events).
 ///
 /// Events are edges, not levels: `NodeDown` is sent once when a node
-/// crosses the failure threshold, not on every failed probe. A receiver that
+/// crosses the failure threshold (or its silence the time limit), not on
+/// every failed probe. A receiver that
 /// falls more than 256 events behind loses the oldest ones (tokio's
 /// `broadcast` semantics); [`Cluster::health`](crate::Cluster::health) is
 /// the level to reconcile with.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The node failed `failure_threshold` probes in a row.
+    /// The node failed `failure_threshold` probes in a row, or answered
+    /// none for `down_after` (see
+    /// [`ProbeSettings`](crate::ProbeSettings)).
     NodeDown {
         /// The node.
         node: NodeId,

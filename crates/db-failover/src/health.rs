@@ -41,7 +41,8 @@ pub struct NodeHealth {
     pub address: String,
     /// What its last successful probe said it is.
     pub role: Option<Role>,
-    /// Up: answered a probe and has not failed `failure_threshold` since.
+    /// Up: answered a probe and has not failed `failure_threshold` since,
+    /// nor left its probes unanswered for `down_after`.
     pub up: bool,
     /// Failed probes in a row.
     pub consecutive_failures: u32,

@@ -1,12 +1,21 @@
 //! The background prober: one task per node that asks the node what it is
-//! (role, timeline, WAL positions) every probe interval, faster while
-//! something is wrong, and at once when live traffic reports trouble.
+//! (role, timeline, WAL positions) every probe interval (shorter for the
+//! primary), faster while something is wrong, and at once when live traffic
+//! reports trouble.
+//!
+//! Probes of one node overlap: the next starts on time even while an
+//! earlier one waits for its answer (at most [`MAX_IN_FLIGHT`] at once), so
+//! a probe stuck on a frozen node does not delay the next, and the node's
+//! silence is judged on time (`Topology::check_silence`). Only one probe
+//! connection is kept; a probe that finds it in use opens its own, kept
+//! afterwards only if the slot is free.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::ClientWrapper;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_postgres::Statement;
 use tokio_postgres::types::PgLsn;
@@ -35,13 +44,18 @@ struct ProbeConnection {
     fresh_role: Option<Role>,
 }
 
+/// Probes of one node in flight at most: with the defaults (a probe every
+/// 200 ms, each bounded by 500 ms) a frozen primary has three.
+const MAX_IN_FLIGHT: usize = 3;
+
 /// Probes one node.
 pub(crate) struct Prober {
     pg: tokio_postgres::Config,
     credentials: Option<CredentialsProvider>,
     /// Which logins work on this node (shared with its pool).
     login: Arc<NodeLogin>,
-    connection: Option<ProbeConnection>,
+    /// The idle probe connection, taken by a probe while it runs.
+    connection: Mutex<Option<ProbeConnection>>,
 }
 
 impl Prober {
@@ -54,52 +68,59 @@ impl Prober {
             pg,
             credentials,
             login,
-            connection: None,
+            connection: Mutex::new(None),
         }
     }
 
     /// One probe, bounded by `timeout` from connect to answer. A failed or
-    /// timed-out probe drops the connection (it may be hung) so the next
+    /// timed-out probe drops its connection (it may be hung) so the next
     /// probe starts afresh.
-    pub(crate) async fn probe(&mut self, timeout: Duration) -> Result<ProbeReport, String> {
+    pub(crate) async fn probe(&self, timeout: Duration) -> Result<ProbeReport, String> {
         let started = Instant::now();
-        match tokio::time::timeout(timeout, self.probe_unbounded()).await {
+        let mut connection = self.take_connection();
+        match tokio::time::timeout(timeout, self.probe_unbounded(&mut connection)).await {
             Ok(Ok(mut report)) => {
                 report.latency = started.elapsed();
                 // After a rotation, the new login is tried outside the
                 // probe's budget: a refused or slow login is not a failed
                 // probe, the old connection just stays.
-                match tokio::time::timeout(timeout, self.rotate()).await {
+                match tokio::time::timeout(timeout, self.rotate(&mut connection)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::debug!("new login failed, keeping the old one: {e}"),
                     Err(_) => tracing::debug!("new login timed out, keeping the old one"),
                 }
+                self.put_back(connection);
                 Ok(report)
             }
-            Ok(Err(e)) => {
-                self.connection = None;
-                Err(e.to_string())
-            }
-            Err(_) => {
-                self.connection = None;
-                Err(format!("probe timed out after {timeout:?}"))
-            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("probe timed out after {timeout:?}")),
         }
     }
 
-    async fn probe_unbounded(&mut self) -> Result<ProbeReport, tokio_postgres::Error> {
-        if self
-            .connection
-            .as_ref()
-            .is_some_and(|c| c.client.is_closed())
-        {
-            self.connection = None;
+    /// The idle probe connection, if there is one and it is not closed.
+    fn take_connection(&self) -> Option<ProbeConnection> {
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take().filter(|c| !c.client.is_closed())
+    }
+
+    /// Keeps `connection` for the next probe, unless another probe already
+    /// put one back (then it is closed).
+    fn put_back(&self, connection: Option<ProbeConnection>) {
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = connection;
         }
-        let connection = match &mut self.connection {
+    }
+
+    async fn probe_unbounded(
+        &self,
+        connection: &mut Option<ProbeConnection>,
+    ) -> Result<ProbeReport, tokio_postgres::Error> {
+        let connection = match connection {
             Some(c) => c,
             None => {
                 let opened = login(&self.pg, self.credentials.as_ref(), &self.login).await?;
-                self.connection.insert(ProbeConnection::new(opened).await?)
+                connection.insert(ProbeConnection::new(opened).await?)
             }
         };
         let row = connection
@@ -141,18 +162,21 @@ impl Prober {
     /// not a failed probe, and the next probe tries again.
     ///
     /// Runs after a successful probe; any error leaves the old connection.
-    async fn rotate(&mut self) -> Result<(), tokio_postgres::Error> {
-        let (Some(provider), Some(connection)) = (&self.credentials, &self.connection) else {
+    async fn rotate(
+        &self,
+        connection: &mut Option<ProbeConnection>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let (Some(provider), Some(current_connection)) = (&self.credentials, &*connection) else {
             return Ok(());
         };
         let current = provider.current();
-        if connection.credentials_generation >= current.generation() {
+        if current_connection.credentials_generation >= current.generation() {
             return Ok(());
         }
         match crate::pool::connect(&self.pg, Some(&current)).await {
             Ok(opened) => {
                 self.login.succeeded(&current);
-                self.connection = Some(ProbeConnection::new(opened).await?);
+                *connection = Some(ProbeConnection::new(opened).await?);
                 Ok(())
             }
             Err(e) if is_auth_failure(&e) => {
@@ -186,24 +210,56 @@ impl ProbeConnection {
 }
 
 /// The probe loop of `node`: runs until the cluster is dropped (the task
-/// is aborted then).
-pub(crate) async fn run(shared: Arc<Shared>, node: usize, mut prober: Prober, wake: Arc<Notify>) {
+/// is aborted then, and its probes with it).
+///
+/// A probe starts when the last one started an interval ago (the fast,
+/// primary or slow one, as the topology says now), or a fast interval
+/// after a wake-up, provided fewer than [`MAX_IN_FLIGHT`] are running.
+/// Between probes the loop also wakes when the node's silence reaches
+/// its limit, so a frozen node is found down on time rather than at its
+/// next probe.
+pub(crate) async fn run(shared: Arc<Shared>, node: usize, prober: Prober, wake: Arc<Notify>) {
     let settings = shared.config.probe;
+    let prober = Arc::new(prober);
+    let mut probes: JoinSet<(Instant, Result<ProbeReport, String>)> = JoinSet::new();
+    let mut last_start: Option<Instant> = None;
+    let mut woken = false;
     loop {
-        let started = Instant::now();
-        let outcome = prober.probe(settings.timeout).await;
-        shared.observe_probe(node, outcome);
-        let interval = if shared.wants_fast_probe(node) {
-            settings.fast_interval
+        let interval = if woken {
+            settings.fast_interval.min(shared.probe_interval(node))
         } else {
-            settings.interval
+            shared.probe_interval(node)
         };
-        // Intervals run from probe start to probe start: a probe that timed
-        // out has already waited longer than the fast interval.
-        let pause = interval.saturating_sub(started.elapsed());
+        let due = last_start.map(|at| at + interval);
+        let room = probes.len() < MAX_IN_FLIGHT;
+        if room && due.is_none_or(|due| due <= Instant::now()) {
+            let started = Instant::now();
+            shared.probe_started(node, started);
+            let prober = prober.clone();
+            probes.spawn(async move { (started, prober.probe(settings.timeout).await) });
+            last_start = Some(started);
+            woken = false;
+            continue;
+        }
+        let silence = shared.silence_deadline(node);
+        // Answers first: one that arrived together with the silence
+        // deadline (a starved runtime) still counts.
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = wake.notified() => {}
+            biased;
+            Some(joined) = probes.join_next() => {
+                let (started, outcome) = match joined {
+                    Ok(finished) => finished,
+                    // Only a panic (the set is never aborted while the loop
+                    // runs): count it as a failed probe.
+                    Err(e) => (last_start.unwrap_or_else(Instant::now), Err(format!("probe task failed: {e}"))),
+                };
+                shared.observe_probe(node, started, outcome);
+            }
+            _ = tokio::time::sleep_until(silence.unwrap_or_else(Instant::now)), if silence.is_some() => {
+                shared.check_silence(node);
+            }
+            _ = wake.notified() => woken = true,
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if room => {}
         }
     }
 }

@@ -19,6 +19,10 @@ const HISTORY: usize = 256;
 pub(crate) struct Rules {
     /// Consecutive failed probes before a node is down.
     pub(crate) failure_threshold: u32,
+    /// How long a node may leave its probes unanswered before it is down
+    /// (see [`Topology::check_silence`]); `None`: only the count of failed
+    /// probes decides.
+    pub(crate) down_after: Option<Duration>,
     /// Lag bound in bytes.
     pub(crate) max_lag_bytes: Option<u64>,
     /// Lag bound in time.
@@ -31,7 +35,7 @@ pub(crate) struct NodeState {
     /// Role at the last successful probe (or after a 25006).
     pub(crate) role: Option<Role>,
     /// `None` until the first successful probe; `Some(false)` after
-    /// `failure_threshold` failures in a row.
+    /// `failure_threshold` failures in a row or a silence of `down_after`.
     pub(crate) up: Option<bool>,
     /// Whether a probe of the node finished at least once (successfully or
     /// not): the cluster is settled once every node was.
@@ -58,6 +62,16 @@ pub(crate) struct NodeState {
     pub(crate) probe_latency: Option<Duration>,
     /// When the last successful probe finished.
     pub(crate) last_ok: Option<Instant>,
+    /// When the first probe started since the last answer (`None` while no
+    /// probe is waiting for one): the start of the node's silence.
+    pub(crate) silent_since: Option<Instant>,
+    /// When the second probe started since the last answer.
+    pub(crate) second_since: Option<Instant>,
+    /// Probes started since the last answer.
+    pub(crate) unanswered: u32,
+    /// When the newest probe whose outcome was applied started: an older
+    /// probe's outcome arriving later (probes overlap) is stale.
+    pub(crate) newest_outcome: Option<Instant>,
 }
 
 /// What routing needs, published on every change.
@@ -143,6 +157,108 @@ impl Topology {
         self.primary.is_none() || (state.failures > 0 && state.up != Some(false))
     }
 
+    /// A probe of `node` starts now: it opens or extends the node's
+    /// silence, which may already be long enough to make it down.
+    pub(crate) fn probe_started(&mut self, node: usize, now: Instant) -> Change {
+        let state = &mut self.nodes[node];
+        if state.silent_since.is_some() {
+            state.second_since.get_or_insert(now);
+        }
+        state.silent_since.get_or_insert(now);
+        state.unanswered = state.unanswered.saturating_add(1);
+        self.check_silence(node, now)
+    }
+
+    /// When [`Topology::check_silence`] would make `node` down if no
+    /// probe is answered until then: `None` unless the rule is on, the
+    /// node is not down yet and two probes are unanswered (a later probe
+    /// start checks the silence itself).
+    pub(crate) fn silence_deadline(&self, node: usize) -> Option<Instant> {
+        let state = &self.nodes[node];
+        if state.up == Some(false) {
+            return None;
+        }
+        let limit = self.rules.down_after?;
+        let first = state.silent_since?;
+        let second = state.second_since?;
+        Some((first + limit).max(second + limit / 2))
+    }
+
+    /// Makes `node` down if it has answered no probe for `down_after` since
+    /// the first unanswered one started, and none for half of it since the
+    /// second: one probe stuck on a broken connection is not enough, a
+    /// fresh one must have gone unanswered too.
+    pub(crate) fn check_silence(&mut self, node: usize, now: Instant) -> Change {
+        let mut change = Change::default();
+        let Some(error) = self.silent_too_long(node, now) else {
+            return change;
+        };
+        self.mark_down(node, error, &mut change);
+        if self.primary == Some(node) {
+            self.trouble_since.get_or_insert(now);
+        }
+        self.elect(now, &mut change);
+        self.update_lag(now, &mut change);
+        change
+    }
+
+    /// Why `node` is down by the silence rule now, if it is.
+    fn silent_too_long(&self, node: usize, now: Instant) -> Option<String> {
+        let state = &self.nodes[node];
+        let deadline = self.silence_deadline(node)?;
+        if now < deadline {
+            return None;
+        }
+        let silent = now.saturating_duration_since(state.silent_since?);
+        let error = format!(
+            "no probe answered for {} ms ({} unanswered)",
+            silent.as_millis(),
+            state.unanswered
+        );
+        Some(match &state.last_error {
+            Some(last) => format!("{error}; last error: {last}"),
+            None => error,
+        })
+    }
+
+    /// A probe of `node` that started at `started` finished with
+    /// `outcome`. The outcome of a probe older than one already applied is
+    /// stale (probes overlap) and ignored: a probe that timed out on a
+    /// stuck connection says nothing once a newer one was answered.
+    pub(crate) fn probe_finished(
+        &mut self,
+        node: usize,
+        started: Instant,
+        outcome: Result<ProbeReport, String>,
+        now: Instant,
+    ) -> Change {
+        let state = &mut self.nodes[node];
+        if state.newest_outcome.is_some_and(|newest| newest > started) {
+            return Change::default();
+        }
+        state.newest_outcome = Some(started);
+        match outcome {
+            Ok(report) => self.probe_succeeded(node, &report, now),
+            Err(error) => self.probe_failed(node, error, now),
+        }
+    }
+
+    /// `node` is down from now: a `NodeDown` event, its connections go.
+    fn mark_down(&mut self, node: usize, error: String, change: &mut Change) {
+        let state = &mut self.nodes[node];
+        state.up = Some(false);
+        state.reachable = false;
+        state.silent_since = None;
+        state.second_since = None;
+        state.unanswered = 0;
+        change.events.push(Event::NodeDown {
+            node: NodeId(node),
+            error,
+        });
+        change.evict.push(node);
+        self.generation += 1;
+    }
+
     pub(crate) fn view(&self) -> View {
         let readable = self
             .nodes
@@ -177,6 +293,9 @@ impl Topology {
         state.role = Some(report.role);
         state.probe_latency = Some(report.latency);
         state.last_ok = Some(now);
+        state.silent_since = None;
+        state.second_since = None;
+        state.unanswered = 0;
         let came_up = state.up != Some(true);
         if came_up {
             state.up = Some(true);
@@ -225,15 +344,12 @@ impl Topology {
         state.failures = state.failures.saturating_add(1);
         state.reachable = false;
         if state.failures >= threshold && state.up != Some(false) {
-            state.up = Some(false);
-            change.events.push(Event::NodeDown {
-                node: NodeId(node),
-                error: error.clone(),
-            });
-            change.evict.push(node);
-            self.generation += 1;
+            self.mark_down(node, error.clone(), &mut change);
         }
         self.nodes[node].last_error = Some(error);
+        if let Some(error) = self.silent_too_long(node, now) {
+            self.mark_down(node, error, &mut change);
+        }
         if self.primary == Some(node) {
             self.trouble_since.get_or_insert(now);
         }
@@ -453,6 +569,7 @@ mod tests {
 
     const RULES: Rules = Rules {
         failure_threshold: 3,
+        down_after: Some(Duration::from_millis(600)),
         max_lag_bytes: Some(1000),
         max_lag: Some(Duration::from_secs(5)),
     };
@@ -762,5 +879,171 @@ mod tests {
         assert_eq!(kinds(&change), ["NodeUp"]);
         assert!(t.generation() > generation);
         assert_eq!(t.view().readable, [1, 2]);
+    }
+
+    /// Starts a probe of `node` now and returns its start.
+    fn start(t: &mut Topology, node: usize, events: &mut Vec<Event>) -> Instant {
+        let now = Instant::now();
+        events.extend(t.probe_started(node, now).events);
+        now
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_primary_is_down_once_down_after_passed_with_two_probes_unanswered() {
+        let (mut t, _) = healthy();
+        let mut events = Vec::new();
+        // The primary froze: probes every 200 ms, none answered.
+        let first = start(&mut t, 0, &mut events);
+        assert_eq!(t.silence_deadline(0), None, "one probe is not enough");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        start(&mut t, 0, &mut events);
+        assert_eq!(
+            t.silence_deadline(0),
+            Some(first + Duration::from_millis(600)),
+            "counted from the first unanswered probe"
+        );
+        tokio::time::advance(Duration::from_millis(200)).await;
+        start(&mut t, 0, &mut events);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        // The first probe timed out: one failure, not down yet.
+        events.extend(
+            t.probe_finished(0, first, Err("probe timed out".into()), Instant::now())
+                .events,
+        );
+        tokio::time::advance(Duration::from_millis(99)).await;
+        events.extend(t.check_silence(0, Instant::now()).events);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(t.primary(), Some(0));
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let change = t.check_silence(0, Instant::now());
+        assert_eq!(kinds(&change), ["NodeDown", "PrimaryLost"]);
+        assert_eq!(change.evict, [0]);
+        assert!(change.reprobe);
+        match &change.events[0] {
+            Event::NodeDown { node, error } => {
+                assert_eq!(*node, NodeId(0));
+                assert!(error.contains("600 ms (3 unanswered)"), "{error}");
+                assert!(error.contains("probe timed out"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.silence_deadline(0), None, "down once");
+        assert!(t.check_silence(0, Instant::now()).events.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_stuck_probe_is_not_enough() {
+        let (mut t, _) = healthy();
+        let mut events = Vec::new();
+        // A replica probed every second; its probe hangs far past
+        // `down_after` without a second probe starting.
+        start(&mut t, 1, &mut events);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        events.extend(t.check_silence(1, Instant::now()).events);
+        assert!(events.is_empty(), "{events:?}");
+        // A second probe, on a fresh connection, gets half of `down_after`
+        // to answer.
+        let second = start(&mut t, 1, &mut events);
+        assert_eq!(
+            t.silence_deadline(1),
+            Some(second + Duration::from_millis(300))
+        );
+        tokio::time::advance(Duration::from_millis(299)).await;
+        events.extend(t.check_silence(1, Instant::now()).events);
+        assert!(events.is_empty(), "{events:?}");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let change = t.check_silence(1, Instant::now());
+        assert_eq!(kinds(&change), ["NodeDown"]);
+        assert_eq!(t.view().readable, [2]);
+
+        // Answered in time instead: the silence ends.
+        let (mut t, _) = healthy();
+        start(&mut t, 1, &mut events);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let second = start(&mut t, 1, &mut events);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        events.extend(
+            t.probe_finished(1, second, Ok(standby(100)), Instant::now())
+                .events,
+        );
+        assert_eq!(t.silence_deadline(1), None);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        events.extend(t.check_silence(1, Instant::now()).events);
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_answering_primary_is_never_down() {
+        let (mut t, _) = healthy();
+        let mut events = Vec::new();
+        // Probes every 200 ms, each answered after 450 ms (three overlap),
+        // for a minute; the silence is checked every 10 ms.
+        let mut in_flight = VecDeque::new();
+        for tick in 0..6_000u64 {
+            if tick % 20 == 0 {
+                in_flight.push_back(start(&mut t, 0, &mut events));
+            }
+            while let Some(&started) = in_flight.front() {
+                if Instant::now() < started + Duration::from_millis(450) {
+                    break;
+                }
+                in_flight.pop_front();
+                let report = primary(1, 100);
+                events.extend(
+                    t.probe_finished(0, started, Ok(report), Instant::now())
+                        .events,
+                );
+            }
+            events.extend(t.check_silence(0, Instant::now()).events);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(t.primary(), Some(0));
+        assert!(t.nodes()[0].up == Some(true) && t.nodes()[0].reachable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_probe_finishing_after_a_newer_one_is_stale() {
+        let (mut t, _) = healthy();
+        let mut events = Vec::new();
+        // A probe stuck on a broken connection, then one on a fresh
+        // connection that is answered.
+        let stuck = start(&mut t, 0, &mut events);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let fresh = start(&mut t, 0, &mut events);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        events.extend(
+            t.probe_finished(0, fresh, Ok(primary(1, 200)), Instant::now())
+                .events,
+        );
+        tokio::time::advance(Duration::from_millis(299)).await;
+        let change = t.probe_finished(0, stuck, Err("probe timed out".into()), Instant::now());
+        events.extend(change.events);
+        assert!(events.is_empty(), "{events:?}");
+        let state = &t.nodes()[0];
+        assert_eq!(state.failures, 0, "the stale failure is not counted");
+        assert!(state.reachable);
+        assert_eq!(state.last_error, None);
+        assert_eq!(t.silence_deadline(0), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_down_after_only_failures_count() {
+        let rules = Rules {
+            down_after: None,
+            ..RULES
+        };
+        let now = Instant::now();
+        let mut t = Topology::new(1, rules);
+        t.probe_succeeded(0, &primary(1, 100), now);
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            start(&mut t, 0, &mut events);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            events.extend(t.check_silence(0, Instant::now()).events);
+        }
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(t.silence_deadline(0), None);
     }
 }

@@ -164,6 +164,7 @@ async fn old_primary_back_as_standby_is_detected_on_its_first_read_only_error() 
     // Probes only at start and on trouble: the cluster keeps believing in
     // the old primary until live traffic says otherwise.
     config.probe.interval = Duration::from_secs(3600);
+    config.probe.primary_interval = Duration::from_secs(3600);
     let cluster = connect(config).await;
     let mut events = cluster.events();
 
