@@ -14,8 +14,12 @@ use crate::faults::Window;
 use crate::workload::{Ack, Answer, Ledger, OpKind, QueuedOutcome, written_secrets};
 
 /// After a fault is healed and the platform is ready again, 503s (and
-/// 504s after a timeout) are still allowed this long (breakers half-open, probes, replays).
-pub(crate) const GRACE: Duration = Duration::from_secs(10);
+/// 504s after a timeout) are still what the contract says: the gateway's
+/// `store-service` breaker preset waits 30 s open before it tries the
+/// upstream again (degraded mode: stale reads, 503 with Retry-After,
+/// queued writes), plus the route's 2 s timeout and a few seconds of
+/// margin.
+pub(crate) const GRACE: Duration = Duration::from_secs(35);
 
 /// What the audit found.
 #[derive(Debug, Default)]
