@@ -14,6 +14,9 @@
 //! - `cargo xtask bench [NAME]`: a named benchmark (`failover`, `breaker`, ...);
 //!   `cargo xtask bench api` loads store-service against pgbench;
 //!   `cargo xtask bench queue` compares the gateway's write-queue backends.
+//! - `cargo xtask chaos [--duration 5m] [--seed N] [--gateways N]`: the
+//!   platform under load while every component fails, then an audit of
+//!   every acknowledged write.
 //! - `cargo xtask coverage [PACKAGE...]`: line coverage per library crate and
 //!   service binary (cargo-tarpaulin), against their goals.
 //! - `cargo xtask tools`: installs what is missing, prints `export` lines.
@@ -22,6 +25,7 @@ mod bench;
 mod bench_api;
 mod bench_gateway;
 mod bench_queue;
+mod chaos;
 mod coverage;
 mod failover;
 mod files;
@@ -64,6 +68,12 @@ commands:
   bench queue [--writes 2000] [--connections 16] [--no-build]
                                    the gateway's write queue with the store service frozen, then thawed: redb vs
                                    JetStream R1 vs R3 (202 latency p50/p99, accepted/s, replay/s)
+  chaos [--duration 5m] [--seed N] [--gateways N] [--rate R] [--faults A,B] [--logs DIR] [--plan]
+                                   a stack of its own (PG primary + 2 sync replicas, OpenBao, store-service, N gateways
+                                   on 3-node NATS JetStream) under an open-loop load while faults from the seed's
+                                   schedule hit every component; audits every acknowledged write; last line
+                                   `chaos: faults=F acknowledged=A queued=Q lost=L duplicated=D unexplained_5xx=E`,
+                                   non-zero exit unless L, D and E are 0
   coverage [PACKAGE...]            line coverage of each library crate (goal 85 %) and service binary (75 %) with
                                    cargo-tarpaulin (installed on first use), each package's tests alone, then its
                                    doctests; prints a table, fails under a goal
@@ -112,6 +122,7 @@ fn run() -> anyhow::Result<()> {
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
         "coverage" => coverage::run(&rest),
+        "chaos" => chaos::run(&rest),
         "tools" => {
             // For scripts: `eval "$(cargo xtask tools)"`.
             for (key, value) in tools::ensure()?.env() {

@@ -42,7 +42,8 @@ const USAGE: &str = "usage: chaos [--duration 5m] [--seed N] [--gateways N] [--r
   --faults A,B   only these faults (default: all of pg-primary-kill, pg-primary-freeze,
                  openbao-restart, openbao-freeze, store-service-freeze, store-service-kill,
                  gateway-kill, nats-node-kill, db-credentials-revoked)
-  --logs DIR     copy store-service's and the gateways' logs there at the end";
+  --logs DIR     copy store-service's and the gateways' logs there at the end
+  --plan         print the seed's first faults (kind and hold) and stop";
 
 /// The command line.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ struct Options {
     faults: Vec<faults::Kind>,
     /// Where the services' logs are copied at the end.
     logs: Option<std::path::PathBuf>,
+    /// Print the schedule and stop.
+    plan: bool,
 }
 
 impl Options {
@@ -66,9 +69,14 @@ impl Options {
             rate: 30,
             faults: Vec::new(),
             logs: None,
+            plan: false,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
+            if flag == "--plan" {
+                options.plan = true;
+                continue;
+            }
             let value = args.next();
             let value = || value.with_context(|| format!("{flag} needs a value\n\n{USAGE}"));
             match flag.as_str() {
@@ -122,6 +130,14 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = Options::parse(&args).and_then(|options| {
+        if options.plan {
+            let mut schedule = Schedule::new(options.seed, &options.faults);
+            for _ in 0..faults::Kind::ALL.len() {
+                let (kind, hold, _) = schedule.next();
+                println!("{kind} {:.1} s", hold.as_secs_f64());
+            }
+            return Ok(true);
+        }
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
