@@ -30,11 +30,7 @@ fn a_short_seeded_chaos_run_loses_nothing_and_answers_only_allowed_errors() {
     };
     assert!(last.starts_with("chaos: faults="), "{last}");
     assert_eq!(
-        (
-            field("lost"),
-            field("duplicated"),
-            field("unexplained_5xx")
-        ),
+        (field("lost"), field("duplicated"), field("unexplained_5xx")),
         (0, 0, 0),
         "{report}"
     );

@@ -309,12 +309,11 @@ pub fn read_while_down(
 /// does not answer (a NATS cluster frozen) must not hold every write.
 const QUEUED_AHEAD_CHECK: Duration = Duration::from_millis(250);
 
-/// Whether writes to the resource of `path_and_query` are queued and
-/// unfinished (fleet-wide with a shared queue): a new write must queue
+/// Whether writes to `resource` ([`crate::queue::ordered_resource`]) are
+/// queued and unfinished (fleet-wide with a shared queue): a new write must queue
 /// behind them to keep the order of acceptance. A queue that fails or
 /// does not answer within [`QUEUED_AHEAD_CHECK`] counts as none.
-pub async fn queued_ahead(degraded: &Degraded, path_and_query: &str) -> bool {
-    let resource = crate::queue::resource_of(path_and_query);
+pub async fn queued_ahead(degraded: &Degraded, resource: &str) -> bool {
     match tokio::time::timeout(QUEUED_AHEAD_CHECK, degraded.queue.pending(resource)).await {
         Ok(Ok(pending)) => pending > 0,
         Ok(Err(error)) => {

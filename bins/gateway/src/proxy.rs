@@ -39,6 +39,7 @@ use crate::{
     },
     principal::Principal,
     problem::{Code, GatewayError},
+    queue::ordered_resource,
     routes::{MatchedRoute, Route},
     stale::forbids_storing,
     state::Gateway,
@@ -232,7 +233,11 @@ pub async fn forward(State(forwarding): State<Forwarding>, request: Request) -> 
     // the fleet) is queued behind them: sent now, it would overtake them.
     if is_write
         && let Some(degraded) = degraded
-        && queued_ahead(degraded, &path_and_query).await
+        && queued_ahead(
+            degraded,
+            ordered_resource(method.as_str(), &path_and_query, &idempotency_key),
+        )
+        .await
     {
         return down(Down::QueuedAhead, RETRY_AFTER_QUEUED_AHEAD).await;
     }

@@ -91,22 +91,29 @@ async fn credentials_revoked_early_are_replaced_at_once() {
 
     bao.call(
         reqwest::Method::PUT,
-        &format!("sys/leases/revoke-prefix/{}/creds/{}", engine.mount, engine.role),
+        &format!(
+            "sys/leases/revoke-prefix/{}/creds/{}",
+            engine.mount, engine.role
+        ),
         None,
     )
     .await
     .unwrap();
     // Until a write succeeds again: 503 (retryable) at worst, never 500.
     let mut i = 1;
-    testkit::eventually("a write with new credentials", Duration::from_secs(60), || {
-        i += 1;
-        let sent = create(i);
-        async move {
-            let status = sent.await.ok()?.status();
-            assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
-            (status == StatusCode::CREATED).then_some(())
-        }
-    })
+    testkit::eventually(
+        "a write with new credentials",
+        Duration::from_secs(60),
+        || {
+            i += 1;
+            let sent = create(i);
+            async move {
+                let status = sent.await.ok()?.status();
+                assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                (status == StatusCode::CREATED).then_some(())
+            }
+        },
+    )
     .await
     .unwrap();
     // Well before the 1 h lease would have been renewed or rotated.

@@ -18,7 +18,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let tools = tools::ensure()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "-p", "system-tests", "--bin", "chaos", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "system-tests",
+            "--bin",
+            "chaos",
+            "--",
+        ])
         .args(args)
         .current_dir(workspace_root())
         .envs(tools.env())

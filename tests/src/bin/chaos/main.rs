@@ -18,6 +18,7 @@ mod faults;
 mod report;
 mod workload;
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,7 +135,10 @@ fn main() -> std::process::ExitCode {
             let mut schedule = Schedule::new(options.seed, &options.faults);
             for _ in 0..faults::Kind::ALL.len() {
                 let (kind, hold, _) = schedule.next();
-                println!("{kind} {:.1} s", hold.as_secs_f64());
+                // A closed pipe (`| head`) ends the listing, not a panic.
+                if writeln!(std::io::stdout(), "{kind} {:.1} s", hold.as_secs_f64()).is_err() {
+                    break;
+                }
             }
             return Ok(true);
         }
