@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::audit::{Findings, GRACE};
 use crate::faults::Window;
-use crate::workload::{Answer, Ledger, Sample};
+use crate::workload::{Answer, Ledger, OpKind, Sample};
 
 /// How many of each finding are listed.
 const LISTED: usize = 20;
@@ -132,19 +132,18 @@ pub(crate) fn render(ledger: &Ledger, windows: &[Window], findings: &Findings) -
         );
     }
     let _ = writeln!(out, "| (no fault) | - | - | {} | - |", steady.cells());
-    let mut errors: BTreeMap<(u16, String), usize> = BTreeMap::new();
+    let mut errors: BTreeMap<(u16, String, OpKind), usize> = BTreeMap::new();
     for sample in &ledger.samples {
         if let Answer::Status { status, error, .. } = &sample.answer
             && *status >= 400
         {
-            *errors
-                .entry((*status, error.clone().unwrap_or_else(|| "-".into())))
-                .or_default() += 1;
+            let code = error.clone().unwrap_or_else(|| "-".into());
+            *errors.entry((*status, code, sample.kind)).or_default() += 1;
         }
     }
     let errors: Vec<String> = errors
         .iter()
-        .map(|((status, code), n)| format!("{status} {code}: {n}"))
+        .map(|((status, code, kind), n)| format!("{status} {code} to {kind:?}: {n}"))
         .collect();
     let _ = writeln!(out, "\nerror answers: {}", errors.join(", "));
     let mut queued_for = ledger.queued_for.clone();
