@@ -68,7 +68,7 @@ commands:
   bench queue [--writes 2000] [--connections 16] [--no-build]
                                    the gateway's write queue with the store service frozen, then thawed: redb vs
                                    JetStream R1 vs R3 (202 latency p50/p99, accepted/s, replay/s)
-  chaos [--duration 5m] [--seed N] [--gateways N] [--rate R] [--faults A,B] [--logs DIR] [--plan]
+  chaos [--duration 5m] [--seed N] [--gateways N] [--rate R] [--clients N] [--faults A,B] [--logs DIR] [--plan]
                                    a stack of its own (PG primary + 2 sync replicas, OpenBao, store-service, N gateways
                                    on 3-node NATS JetStream) under an open-loop load while faults from the seed's
                                    schedule hit every component; audits every acknowledged write; last line

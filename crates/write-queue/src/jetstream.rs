@@ -273,13 +273,42 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             storage: StorageType::File,
             ..Default::default()
         };
+        // Reads of a bucket go to its stream's leader, never to a direct
+        // get: a direct get may be answered by a follower that has not
+        // applied the latest write yet, so a status read from another
+        // gateway right after its 202 could be a 404 (seen in the chaos
+        // run). Created or updated (which turns direct gets on), then
+        // direct gets turned off, then opened again (the store reads the
+        // way its stream's configuration says).
         let create = |what: &'static str, config: kv::Config| {
             let context = &context;
             retrying(deadline, attempt, what, move || {
                 let config = config.clone();
                 async move {
+                    let bucket = config.bucket.clone();
                     context
                         .create_or_update_key_value(config)
+                        .await
+                        .map_err(|e| unavailable(what, e))?;
+                    let mut stream = context
+                        .get_stream(format!("KV_{bucket}"))
+                        .await
+                        .map_err(|e| unavailable(what, e))?;
+                    let mut stream_config = stream
+                        .info()
+                        .await
+                        .map_err(|e| unavailable(what, e))?
+                        .config
+                        .clone();
+                    if stream_config.allow_direct {
+                        stream_config.allow_direct = false;
+                        context
+                            .update_stream(stream_config)
+                            .await
+                            .map_err(|e| unavailable(what, e))?;
+                    }
+                    context
+                        .get_key_value(bucket)
                         .await
                         .map_err(|e| unavailable(what, e))
                 }

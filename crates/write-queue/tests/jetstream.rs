@@ -293,3 +293,24 @@ async fn reopening_with_other_limits_updates_the_stream_and_buckets() {
         "{full:?}"
     );
 }
+
+/// The status and lease buckets are read from their stream's leader, not
+/// by direct gets that a lagging follower may answer (a status read from
+/// another gateway right after the write's 202 was a 404 in the chaos
+/// run); reopening the queue keeps it so.
+#[tokio::test]
+async fn buckets_are_read_from_the_leader_not_by_direct_gets() {
+    let shared = Shared::new(3).await;
+    for _ in 0..2 {
+        let queue = shared.instance("a").await;
+        let client = async_nats::connect(shared.cluster.url(0)).await.unwrap();
+        let context = async_nats::jetstream::new(client);
+        for bucket in ["status", "leases"] {
+            let name = format!("KV_{}-{bucket}", shared.prefix);
+            let mut stream = context.get_stream(&name).await.unwrap();
+            let info = stream.info().await.unwrap();
+            assert!(!info.config.allow_direct, "{name} allows direct gets");
+        }
+        drop(queue);
+    }
+}

@@ -1,5 +1,5 @@
 //! `chaos` (`cargo xtask chaos [--duration 5m] [--seed N] [--gateways N]
-//! [--rate R] [--faults A,B]`): the whole platform under an open-loop load while every
+//! [--rate R] [--clients N] [--faults A,B]`): the whole platform under an open-loop load while every
 //! component fails in turn, then an audit of every acknowledged write.
 //!
 //! The stack is its own, on free ports: PostgreSQL (a primary and two
@@ -29,6 +29,8 @@ use tokio::time::Instant;
 use crate::faults::{Schedule, Window};
 use crate::workload::Clients;
 
+/// The clients' scopes.
+const SCOPE: &str = "stores:read stores:write stores:secrets";
 /// The load before the first fault.
 const WARMUP: Duration = Duration::from_secs(5);
 /// The pause between one fault's recovery and the next fault.
@@ -40,6 +42,7 @@ const USAGE: &str = "usage: chaos [--duration 5m] [--seed N] [--gateways N] [--r
   --seed N       the seed of the fault schedule and of the workload (default 1)
   --gateways N   gateways sharing the NATS JetStream write queue (default 2)
   --rate R       requests started per second by the clients (default 30)
+  --clients N    clients sharing that load, each with its own token and subject (default 4)
   --faults A,B   only these faults (default: all of pg-primary-kill, pg-primary-freeze,
                  openbao-restart, openbao-freeze, store-service-freeze, store-service-kill,
                  gateway-kill, nats-node-kill, db-credentials-revoked)
@@ -53,6 +56,8 @@ struct Options {
     seed: u64,
     gateways: usize,
     rate: u32,
+    /// Clients (subjects) sharing the load.
+    clients: usize,
     /// Only these kinds (all when empty).
     faults: Vec<faults::Kind>,
     /// Where the services' logs are copied at the end.
@@ -68,6 +73,7 @@ impl Options {
             seed: 1,
             gateways: 2,
             rate: 30,
+            clients: 4,
             faults: Vec::new(),
             logs: None,
             plan: false,
@@ -87,6 +93,9 @@ impl Options {
                     options.gateways = value()?.parse().context("--gateways: a number")?;
                 }
                 "--rate" => options.rate = value()?.parse().context("--rate: a number")?,
+                "--clients" => {
+                    options.clients = value()?.parse().context("--clients: a number")?;
+                }
                 "--logs" => options.logs = Some(value()?.into()),
                 "--faults" => {
                     options.faults = value()?
@@ -103,8 +112,8 @@ impl Options {
                 other => bail!("unknown argument `{other}`\n\n{USAGE}"),
             }
         }
-        if options.gateways == 0 || options.rate == 0 {
-            bail!("--gateways and --rate must be at least 1");
+        if options.gateways == 0 || options.rate == 0 || options.clients == 0 {
+            bail!("--gateways, --rate and --clients must be at least 1");
         }
         if options.duration < WARMUP + faults::SLOT {
             bail!(
@@ -175,14 +184,24 @@ async fn run(options: Options) -> anyhow::Result<bool> {
         platform.pg.wait_streaming(replica).await?;
     }
     platform.pg.set_synchronous_standbys(primary, 1).await?;
-    let token = platform
-        .token("stores:read stores:write stores:secrets")
-        .await;
+    // Each client its own subject: the queue's per-subject bound and the
+    // idempotency keys' scope are per client, as with real consumers.
+    let issuer = testkit::OidcClient::new(platform.bao.addr(), platform.bao.root_token())?;
+    let mut tokens = Vec::new();
+    for client in 0..options.clients {
+        tokens.push(
+            issuer
+                .subject_token(&platform.issuer, &format!("chaos-{client}"), SCOPE)
+                .await
+                .context("a client's token")?,
+        );
+    }
+    let token = tokens[0].clone();
 
     let started = Instant::now();
     let clients = Arc::new(Clients::new(
         platform.gateway_bases.clone(),
-        token.clone(),
+        tokens,
         options.seed,
         started,
     ));

@@ -157,19 +157,27 @@ struct Known {
 pub(crate) struct Clients {
     http: reqwest::Client,
     gateways: Vec<String>,
-    token: String,
+    /// One token per client (each its own subject).
+    tokens: Vec<String>,
     started: Instant,
     next_gateway: AtomicUsize,
     next_op: AtomicUsize,
     seed: u64,
     stores: Mutex<Vec<Known>>,
     /// Create bodies by op, for replays of the same key.
-    creates: Mutex<Vec<(String, Value)>>,
+    /// Create bodies by op, with the client that sent them (a key
+    /// belongs to its subject: a replay comes from the same client).
+    creates: Mutex<Vec<(String, Value, usize)>>,
     pub(crate) ledger: Mutex<Ledger>,
 }
 
 impl Clients {
-    pub(crate) fn new(gateways: Vec<String>, token: String, seed: u64, started: Instant) -> Self {
+    pub(crate) fn new(
+        gateways: Vec<String>,
+        tokens: Vec<String>,
+        seed: u64,
+        started: Instant,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
             // A queued write may wait out a NATS leader election
@@ -182,7 +190,7 @@ impl Clients {
         Clients {
             http,
             gateways,
-            token,
+            tokens,
             started,
             next_gateway: AtomicUsize::new(0),
             next_op: AtomicUsize::new(0),
@@ -197,6 +205,7 @@ impl Clients {
     /// gateways, recording the answer; returns it with the JSON body.
     async fn send(
         &self,
+        token: &str,
         kind: OpKind,
         method: Method,
         path: &str,
@@ -211,7 +220,7 @@ impl Clients {
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.gateways[gateway]))
-                .bearer_auth(&self.token);
+                .bearer_auth(token);
             for (name, value) in headers {
                 request = request.header(*name, value);
             }
@@ -262,6 +271,7 @@ impl Clients {
     /// A write with its key, retried while its outcome is unknown.
     async fn write(
         &self,
+        token: &str,
         kind: OpKind,
         method: Method,
         path: &str,
@@ -272,7 +282,7 @@ impl Clients {
         loop {
             attempt += 1;
             let (answer, json) = self
-                .send(kind, method.clone(), path, headers, Some(body))
+                .send(token, kind, method.clone(), path, headers, Some(body))
                 .await;
             let unknown = match &answer {
                 Answer::Status {
@@ -296,7 +306,7 @@ impl Clients {
     }
 
     /// Follows queued write `request` until it is finished.
-    async fn follow(&self, request: &str) -> QueuedOutcome {
+    async fn follow(&self, token: &str, request: &str) -> QueuedOutcome {
         let deadline = Instant::now() + FOLLOW;
         let path = format!("/api/requests/{request}");
         let mut last = String::from("never answered");
@@ -304,7 +314,7 @@ impl Clients {
         let accepted = Instant::now();
         while Instant::now() < deadline {
             let (answer, record) = self
-                .send(OpKind::Follow, Method::GET, &path, &[], None)
+                .send(token, OpKind::Follow, Method::GET, &path, &[], None)
                 .await;
             if answer.status() == Some(200) {
                 let finished = matches!(record["status"].as_str(), Some("completed" | "failed"));
@@ -381,7 +391,7 @@ impl Clients {
     }
 
     /// `POST /api/stores` with a fresh key (a third with secrets).
-    async fn create(&self, rng: &mut fastrand::Rng) {
+    async fn create(&self, rng: &mut fastrand::Rng, client: usize) {
         let op = self.op_id("c");
         let secrets =
             (rng.u8(..3) == 0).then(|| json!({ "API_TOKEN": format!("s-{:016x}", rng.u64(..)) }));
@@ -392,8 +402,9 @@ impl Clients {
         self.creates
             .lock()
             .expect("creates")
-            .push((op.clone(), body.clone()));
-        self.send_create(op, body, secrets, OpKind::Create).await;
+            .push((op.clone(), body.clone(), client));
+        self.send_create(client, op, body, secrets, OpKind::Create)
+            .await;
     }
 
     /// The same create again, with its key: the first answer, never a
@@ -403,16 +414,25 @@ impl Clients {
             let creates = self.creates.lock().expect("creates");
             (!creates.is_empty()).then(|| creates[rng.usize(..creates.len())].clone())
         };
-        if let Some((op, body)) = picked {
+        if let Some((op, body, client)) = picked {
             let secrets = body.get("secrets").cloned();
-            self.send_create(op, body, secrets, OpKind::Replay).await;
+            self.send_create(client, op, body, secrets, OpKind::Replay)
+                .await;
         }
     }
 
-    async fn send_create(&self, op: String, body: Value, secrets: Option<Value>, kind: OpKind) {
+    async fn send_create(
+        &self,
+        client: usize,
+        op: String,
+        body: Value,
+        secrets: Option<Value>,
+        kind: OpKind,
+    ) {
+        let token = self.tokens[client].as_str();
         let headers = [("idempotency-key", self.key(&op))];
         let (answer, json) = self
-            .write(kind, Method::POST, "/api/stores", &headers, &body)
+            .write(token, kind, Method::POST, "/api/stores", &headers, &body)
             .await;
         let ack = match answer.status() {
             Some(200 | 201) => Some(Ack::Done {
@@ -421,7 +441,7 @@ impl Clients {
             }),
             Some(202) => {
                 let request = json["requestId"].as_str().unwrap_or_default().to_owned();
-                let outcome = self.follow(&request).await;
+                let outcome = self.follow(token, &request).await;
                 Some(Ack::Queued { request, outcome })
             }
             _ => None,
@@ -456,7 +476,8 @@ impl Clients {
 
     /// `PUT /api/stores/{id}` with `If-Match`: a config change, or a
     /// status transition (`status`).
-    async fn update(&self, rng: &mut fastrand::Rng, status: bool) {
+    async fn update(&self, rng: &mut fastrand::Rng, client: usize, status: bool) {
+        let token = self.tokens[client].as_str();
         let Some(known) = self.pick(rng, true) else {
             return;
         };
@@ -477,7 +498,9 @@ impl Clients {
             ("idempotency-key", self.key(&op)),
             ("if-match", format!("\"{}\"", known.version)),
         ];
-        let (answer, json) = self.write(kind, Method::PUT, &path, &headers, &body).await;
+        let (answer, json) = self
+            .write(token, kind, Method::PUT, &path, &headers, &body)
+            .await;
         let mut version = None;
         let mut now = None;
         let ack = match answer.status() {
@@ -491,7 +514,7 @@ impl Clients {
             }
             Some(202) => {
                 let request = json["requestId"].as_str().unwrap_or_default().to_owned();
-                let outcome = self.follow(&request).await;
+                let outcome = self.follow(token, &request).await;
                 if let QueuedOutcome::Completed { version: v, .. } = &outcome {
                     version = Some(*v);
                     now = body["status"].as_str().map(str::to_owned);
@@ -506,7 +529,9 @@ impl Clients {
         };
         if version.is_none() && !matches!(answer.status(), Some(412 | 422 | 400)) {
             // Outcome unknown: learn the store's version from a fresh read.
-            let (answer, json) = self.send(OpKind::Get, Method::GET, &path, &[], None).await;
+            let (answer, json) = self
+                .send(token, OpKind::Get, Method::GET, &path, &[], None)
+                .await;
             if answer.status() == Some(200) && json.get("meta").is_none() {
                 version = json["store"]["version"].as_i64();
                 now = json["store"]["status"].as_str().map(str::to_owned);
@@ -522,7 +547,8 @@ impl Clients {
         });
     }
 
-    async fn read(&self, rng: &mut fastrand::Rng, kind: OpKind) {
+    async fn read(&self, rng: &mut fastrand::Rng, client: usize, kind: OpKind) {
+        let token = self.tokens[client].as_str();
         let known = self.pick(rng, false);
         let path = match (kind, &known) {
             (OpKind::List, _) => "/api/stores?limit=20".to_owned(),
@@ -531,7 +557,7 @@ impl Clients {
             (_, Some(k)) => format!("/api/stores/{}", k.id),
             (_, None) => return,
         };
-        let (answer, json) = self.send(kind, Method::GET, &path, &[], None).await;
+        let (answer, json) = self.send(token, kind, Method::GET, &path, &[], None).await;
         if kind == OpKind::Secrets
             && answer.status() == Some(200)
             && let Some(known) = known
@@ -557,15 +583,16 @@ impl Clients {
     /// One request of the mix, chosen by `rng`.
     async fn one(&self, mut rng: fastrand::Rng) {
         let have_stores = !self.stores.lock().expect("stores").is_empty();
+        let client = rng.usize(..self.tokens.len());
         match (rng.u8(..100), have_stores) {
-            (0..25, _) | (_, false) => self.create(&mut rng).await,
-            (25..45, _) => self.update(&mut rng, false).await,
-            (45..53, _) => self.update(&mut rng, true).await,
+            (0..25, _) | (_, false) => self.create(&mut rng, client).await,
+            (25..45, _) => self.update(&mut rng, client, false).await,
+            (45..53, _) => self.update(&mut rng, client, true).await,
             (53..60, _) => self.replay(&mut rng).await,
-            (60..75, _) => self.read(&mut rng, OpKind::Get).await,
-            (75..85, _) => self.read(&mut rng, OpKind::List).await,
-            (85..93, _) => self.read(&mut rng, OpKind::History).await,
-            _ => self.read(&mut rng, OpKind::Secrets).await,
+            (60..75, _) => self.read(&mut rng, client, OpKind::Get).await,
+            (75..85, _) => self.read(&mut rng, client, OpKind::List).await,
+            (85..93, _) => self.read(&mut rng, client, OpKind::History).await,
+            _ => self.read(&mut rng, client, OpKind::Secrets).await,
         }
     }
 }
