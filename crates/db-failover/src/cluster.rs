@@ -346,7 +346,7 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Validates `config`, creates the pools (empty: connections open on
     /// demand), starts one prober per node and waits until each node was
-    /// probed once (at most the probe timeout plus one second).
+    /// probed once (at most the connect and probe timeouts plus one second).
     ///
     /// Unreachable nodes are not an error: the cluster may start during an
     /// outage, and [`Cluster::health`] says what is up.
@@ -382,6 +382,7 @@ impl Cluster {
                     crate::pool::node_pg_config(n, &config.timeouts),
                     config.credentials.clone(),
                     login,
+                    config.timeouts.connect,
                 )
             })
             .collect();
@@ -413,11 +414,11 @@ impl Cluster {
             _tasks: Arc::new(Tasks(tasks)),
         };
         let mut view = cluster.shared.view.subscribe();
-        let settle = cluster
-            .shared
-            .config
-            .probe
-            .timeout
+        let config = &cluster.shared.config;
+        let settle = config
+            .timeouts
+            .connect
+            .saturating_add(config.probe.timeout)
             .saturating_add(Duration::from_secs(1));
         let _ = tokio::time::timeout(settle, view.wait_for(|v| v.settled)).await;
         Ok(cluster)

@@ -106,8 +106,9 @@ pub struct ProbeSettings {
     /// Time between probes of a node that failed its last probe, and of
     /// every node while there is no primary (default 50 ms).
     pub fast_interval: Duration,
-    /// A probe (connect if needed, then one query) that takes longer fails
-    /// (default 500 ms). The probe cannot hang: this bounds all of it.
+    /// A probe's query that takes longer fails (default 500 ms). A probe
+    /// that must log in first is bounded by [`Timeouts::connect`] for the
+    /// login, then by this for the query: the probe cannot hang.
     pub timeout: Duration,
     /// Consecutive failed probes before a node is down (default 3). A
     /// refused connection fails at once, so a killed node is down after

@@ -8,8 +8,13 @@
 //! a probe stuck on a frozen node does not delay the next, and the node's
 //! silence is judged on time (`Topology::check_silence`). Only one probe
 //! connection is kept; a probe that finds it in use opens its own, kept
-//! afterwards only if the slot is free.
+//! afterwards only if the slot is free. But only one probe of a node
+//! logs in at a time: no probe starts while another is still connecting.
+//! Logins cost CPU on both ends (SCRAM), and on a starved machine
+//! overlapping logins that each time out would keep it starved, so the
+//! node would never be seen up again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +61,20 @@ pub(crate) struct Prober {
     login: Arc<NodeLogin>,
     /// The idle probe connection, taken by a probe while it runs.
     connection: Mutex<Option<ProbeConnection>>,
+    /// Bounds a probe's login (the pool's connect timeout).
+    connect_timeout: Duration,
+    /// A probe is logging in: no other starts until it is done.
+    connecting: AtomicBool,
+}
+
+/// Clears [`Prober::connecting`] when the login ends, however it ends
+/// (a probe timed out is dropped mid-login).
+struct Connecting<'a>(&'a AtomicBool);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Prober {
@@ -63,24 +82,37 @@ impl Prober {
         pg: tokio_postgres::Config,
         credentials: Option<CredentialsProvider>,
         login: Arc<NodeLogin>,
+        connect_timeout: Duration,
     ) -> Self {
         Prober {
             pg,
             credentials,
             login,
             connection: Mutex::new(None),
+            connect_timeout,
+            connecting: AtomicBool::new(false),
         }
     }
 
-    /// One probe, bounded by `timeout` from connect to answer. A failed or
-    /// timed-out probe drops its connection (it may be hung) so the next
-    /// probe starts afresh.
+    /// Whether a probe is logging in (the next must wait for it).
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.connecting.load(Ordering::Acquire)
+    }
+
+    /// One probe: its login, if it needs one, bounded by the connect
+    /// timeout, then its query bounded by `timeout`. A failed or timed-out
+    /// probe drops its connection (it may be hung) so the next probe starts
+    /// afresh.
     pub(crate) async fn probe(&self, timeout: Duration) -> Result<ProbeReport, String> {
+        let mut connection = match self.take_connection() {
+            Some(connection) => connection,
+            None => self.log_in().await?,
+        };
         let started = Instant::now();
-        let mut connection = self.take_connection();
-        match tokio::time::timeout(timeout, self.probe_unbounded(&mut connection)).await {
+        match tokio::time::timeout(timeout, self.query(&mut connection)).await {
             Ok(Ok(mut report)) => {
                 report.latency = started.elapsed();
+                let mut connection = Some(connection);
                 // After a rotation, the new login is tried outside the
                 // probe's budget: a refused or slow login is not a failed
                 // probe, the old connection just stays.
@@ -94,6 +126,25 @@ impl Prober {
             }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("probe timed out after {timeout:?}")),
+        }
+    }
+
+    /// A new probe connection, bounded by the connect timeout; marks the
+    /// node as [connecting](Prober::is_connecting) meanwhile.
+    async fn log_in(&self) -> Result<ProbeConnection, String> {
+        self.connecting.store(true, Ordering::Release);
+        let _connecting = Connecting(&self.connecting);
+        let login = async {
+            let opened = login(&self.pg, self.credentials.as_ref(), &self.login).await?;
+            ProbeConnection::new(opened).await
+        };
+        match tokio::time::timeout(self.connect_timeout, login).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "probe login timed out after {:?}",
+                self.connect_timeout
+            )),
         }
     }
 
@@ -112,17 +163,11 @@ impl Prober {
         }
     }
 
-    async fn probe_unbounded(
+    /// The probe's query on `connection` (opened by [`Prober::probe`]).
+    async fn query(
         &self,
-        connection: &mut Option<ProbeConnection>,
+        connection: &mut ProbeConnection,
     ) -> Result<ProbeReport, tokio_postgres::Error> {
-        let connection = match connection {
-            Some(c) => c,
-            None => {
-                let opened = login(&self.pg, self.credentials.as_ref(), &self.login).await?;
-                connection.insert(ProbeConnection::new(opened).await?)
-            }
-        };
         let row = connection
             .client
             .query_one(&connection.statement, &[])
@@ -214,7 +259,8 @@ impl ProbeConnection {
 ///
 /// A probe starts when the last one started an interval ago (the fast,
 /// primary or slow one, as the topology says now), or a fast interval
-/// after a wake-up, provided fewer than [`MAX_IN_FLIGHT`] are running.
+/// after a wake-up, provided fewer than [`MAX_IN_FLIGHT`] are running and
+/// none is logging in.
 /// Between probes the loop also wakes when the node's silence reaches
 /// its limit, so a frozen node is found down on time rather than at its
 /// next probe.
@@ -231,7 +277,7 @@ pub(crate) async fn run(shared: Arc<Shared>, node: usize, prober: Prober, wake: 
             shared.probe_interval(node)
         };
         let due = last_start.map(|at| at + interval);
-        let room = probes.len() < MAX_IN_FLIGHT;
+        let room = probes.len() < MAX_IN_FLIGHT && !prober.is_connecting();
         if room && due.is_none_or(|due| due <= Instant::now()) {
             let started = Instant::now();
             shared.probe_started(node, started);

@@ -274,6 +274,57 @@ async fn frozen_primary_is_detected_by_timeouts() {
     assert_eq!(written.value, (port(&pg, primary), false));
 }
 
+/// A server that accepts connections and never answers (a frozen node:
+/// the kernel still completes the handshake). Each new connection checks
+/// whether an earlier one is still open: on loopback a client's close is
+/// in the server's receive queue before its next connection arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_is_logged_into_by_one_probe_at_a_time() {
+    let pg = start(0).await;
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let black_hole_port = black_hole.local_addr().unwrap().port();
+    let mut config = db_failover::Config::from_url(&format!(
+        "postgres://{}:{}@127.0.0.1:{},127.0.0.1:{black_hole_port}/postgres",
+        testkit::SUPERUSER,
+        pg.superuser_password(),
+        port(&pg, pg.primary()),
+    ))
+    .unwrap();
+    config.timeouts.connect = Duration::from_millis(300);
+    let cluster = connect(config).await;
+
+    let mut open: Vec<tokio::net::TcpStream> = Vec::new();
+    let mut overlapping = 0;
+    for _ in 0..4 {
+        let (stream, _) = tokio::time::timeout(BOUND, black_hole.accept())
+            .await
+            .expect("the prober keeps trying the silent node")
+            .unwrap();
+        open.retain(|earlier| {
+            let mut buf = [0u8; 256];
+            loop {
+                match earlier.try_read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue, // its startup message
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
+            }
+        });
+        overlapping += open.len();
+        open.push(stream);
+    }
+    assert_eq!(
+        overlapping, 0,
+        "a probe logged in while another login to the same node was pending"
+    );
+    let health = cluster.health();
+    assert!(!health.nodes[1].up);
+    let error = health.nodes[1].last_error.clone().unwrap_or_default();
+    assert!(error.contains("login timed out"), "{error}");
+    assert!(health.is_ready(), "the answering primary stays elected");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_connection_on_a_frozen_node_fails_once_the_node_is_down() {
     let pg = start(1).await;
