@@ -6,8 +6,9 @@
 //! problem rendering and the trace context:
 //!
 //! - [`Limits`], [`serve`]: the accept loop with bounded connections, a
-//!   header-read timeout, and graceful shutdown; [`shutdown_signal`]: when
-//!   to stop (SIGTERM or ctrl-c).
+//!   header-read timeout, and graceful shutdown, which gives memory back
+//!   to the kernel after a load (`memory`, below it); [`shutdown_signal`]:
+//!   when to stop (SIGTERM or ctrl-c).
 //! - [`telemetry`]: JSON logs, OTLP export (feature `otlp`), W3C trace
 //!   context.
 //! - [`problem`]: RFC 9457 problem responses, completed with the request's
@@ -18,6 +19,7 @@
 //!   `method` label.
 //! - [`Secret`]: configuration values that never print.
 
+mod memory;
 pub mod problem;
 pub mod prometheus;
 pub mod request_id;

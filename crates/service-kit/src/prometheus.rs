@@ -7,8 +7,17 @@
 //! request as sent would let any client grow the registry without bound.
 //! [`method_label`] maps a request method onto [`KNOWN_METHODS`] or
 //! [`OTHER_METHOD`].
+//!
+//! Histogram samples are kept one by one until they are folded into the
+//! buckets, which rendering does, and so does the exporter's "upkeep".
+//! [`install`] runs the upkeep every [`UPKEEP_EVERY`] on a thread of its
+//! own: without it every request's latency stayed in memory until the next
+//! scrape, and for ever when nothing scraped (80 KB/s per histogram at
+//! 10,000 requests/s; the sweep of issue 19 found it as memory not given
+//! back after a load).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::{
     http::{HeaderValue, Method, header},
@@ -39,6 +48,10 @@ pub fn method_label(method: &Method) -> &'static str {
         .unwrap_or(OTHER_METHOD)
 }
 
+/// How often histogram samples are folded into their buckets when nothing
+/// renders them (the exporter's own default upkeep period).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The process-wide recorder's handle.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -52,6 +65,11 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// `metrics::describe_*!` and for series that must exist (at 0) from the
 /// start. A recorder installed before by the embedding program wins; the
 /// handle then renders an empty registry.
+///
+/// The first call also starts the upkeep thread (`metrics-upkeep`), which
+/// folds histogram samples into their buckets every [`UPKEEP_EVERY`] for
+/// the life of the process, whether or not anything scrapes. A thread
+/// rather than a task: the recorder outlives any one runtime.
 pub fn install(buckets: &[f64], describe: impl FnOnce()) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -60,6 +78,28 @@ pub fn install(buckets: &[f64], describe: impl FnOnce()) -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                        // The folded samples' blocks are freed by the epoch
+                        // collector, deferred in this thread's own bag:
+                        // hand them over and collect (twice, for the epoch
+                        // to advance past them), or an idle process keeps
+                        // them.
+                        for _ in 0..2 {
+                            crossbeam_epoch::pin().flush();
+                        }
+                    }
+                });
+            if let Err(error) = started {
+                // Scrapes still fold the samples; only an unscraped
+                // process keeps them.
+                tracing::warn!(%error, "no metrics upkeep thread");
+            }
             let _ = metrics::set_global_recorder(recorder);
             describe();
             handle

@@ -15,6 +15,9 @@
 //! - **Heads.** At most [`Limits::max_header_bytes`] of request line and
 //!   headers (431 past it), and hyper's buffer capped to match.
 //!
+//! - **After a load.** Once the open connections fall to a quarter of their
+//!   peak, freed memory is given back to the kernel (`memory::Trimmer`).
+//!
 //! Figures (through the `metrics` facade): `http_connections_open` (gauge),
 //! `http_connections_refused_total` (counter).
 
@@ -27,6 +30,8 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
 };
 use tokio::{io::AsyncWriteExt as _, sync::Semaphore};
+
+use crate::memory::Trimmer;
 
 /// The smallest buffer hyper accepts.
 const MIN_BUF: usize = 8192;
@@ -109,6 +114,12 @@ pub async fn serve<L>(
     L::Addr: Clone + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open_now = {
+        let slots = Arc::clone(&slots);
+        move || limits.max_connections - slots.available_permits()
+    };
+    let trimmer = Arc::new(Trimmer::default());
+    let _trimming = AbortOnDrop(tokio::spawn(Arc::clone(&trimmer).run(open_now.clone())));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -130,6 +141,7 @@ pub async fn serve<L>(
             tokio::spawn(refuse(io));
             continue;
         };
+        trimmer.opened(open_now());
         // The router is shared (an `Arc` inside); each request gets the
         // client's address as `ConnectInfo`.
         let router = router.clone();
@@ -157,6 +169,15 @@ pub async fn serve<L>(
         () = tokio::time::sleep(drain) => {
             tracing::warn!(?drain, "drain deadline passed: closing the connections left");
         }
+    }
+}
+
+/// Aborts a background task when the server loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
