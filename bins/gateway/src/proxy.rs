@@ -366,7 +366,7 @@ async fn keep(
             let bytes = collected.to_bytes();
             degraded
                 .stale
-                .put(path_and_query.to_owned(), &bytes, SystemTime::now());
+                .put(path_and_query, &bytes, SystemTime::now());
             Response::from_parts(parts, Body::from(bytes))
         }
         Err(_) => GatewayError::new(Code::BadGateway).into_response(),

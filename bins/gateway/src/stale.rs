@@ -7,8 +7,21 @@
 //! `private`) and routes marked sensitive are never kept. When the
 //! upstream is down, [`StaleCache::get`] hands the copy back with its age,
 //! and the gateway answers with it marked stale.
+//!
+//! A read whose body is the one already kept only moves the copy's time
+//! forward, in place: no copy of the body, no new entry. Most reads of a
+//! busy store are such; rewriting each one cost an allocation, a copy and a
+//! cache write per request, and scattered the long-lived copies over the
+//! heap as it went, so the allocator could give less back after a load.
 
-use std::{fmt, sync::Arc, time::SystemTime};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
 
 use moka::sync::Cache;
 
@@ -48,10 +61,25 @@ impl Default for StaleLimits {
     }
 }
 
+/// What the cache holds for one key: the body, and when it was last
+/// confirmed (milliseconds since the Unix epoch, moved forward in place).
+#[derive(Clone)]
+struct Kept {
+    body: Arc<[u8]>,
+    confirmed_ms: Arc<AtomicU64>,
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The cache. Clones share it.
 #[derive(Clone)]
 pub struct StaleCache {
-    cache: Cache<String, StaleEntry>,
+    cache: Cache<String, Kept>,
 }
 
 impl fmt::Debug for StaleCache {
@@ -76,7 +104,7 @@ impl StaleCache {
     /// An empty cache within `limits`.
     pub fn new(limits: StaleLimits) -> Self {
         let floor = (limits.max_bytes / limits.max_entries.max(1)).max(1);
-        let weigh = move |key: &String, entry: &StaleEntry| -> u32 {
+        let weigh = move |key: &String, entry: &Kept| -> u32 {
             let bytes = (key.len() + entry.body.len()) as u64;
             u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
         };
@@ -89,19 +117,31 @@ impl StaleCache {
     }
 
     /// Keeps `body` as the last good answer for `key` (path and query).
-    pub fn put(&self, key: String, body: &[u8], stored_at: SystemTime) {
+    /// When the same body is kept already, only its time moves forward.
+    pub fn put(&self, key: &str, body: &[u8], stored_at: SystemTime) {
+        let at = unix_ms(stored_at);
+        if let Some(kept) = self.cache.get(key)
+            && *kept.body == *body
+        {
+            kept.confirmed_ms.fetch_max(at, Ordering::Relaxed);
+            return;
+        }
         self.cache.insert(
-            key,
-            StaleEntry {
+            key.to_owned(),
+            Kept {
                 body: Arc::from(body),
-                stored_at,
+                confirmed_ms: Arc::new(AtomicU64::new(at)),
             },
         );
     }
 
     /// The last good answer for `key`, if kept.
     pub fn get(&self, key: &str) -> Option<StaleEntry> {
-        self.cache.get(key)
+        self.cache.get(key).map(|kept| StaleEntry {
+            body: kept.body,
+            stored_at: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(kept.confirmed_ms.load(Ordering::Relaxed)),
+        })
     }
 
     /// Drops the answer for `key` (the upstream said it is gone).
@@ -149,16 +189,44 @@ mod tests {
             max_bytes: 1000,
         });
         for i in 0..50 {
-            cache.put(format!("/api/stores/{i}"), b"{}", SystemTime::now());
+            cache.put(&format!("/api/stores/{i}"), b"{}", SystemTime::now());
         }
         let (entries, bytes) = cache.usage();
         assert!(entries <= 10, "{entries} entries");
         assert!(bytes <= 1000, "{bytes} bytes");
         let big = vec![b' '; 600];
-        cache.put("/big-1".into(), &big, SystemTime::now());
-        cache.put("/big-2".into(), &big, SystemTime::now());
+        cache.put("/big-1", &big, SystemTime::now());
+        cache.put("/big-2", &big, SystemTime::now());
         let (_, bytes) = cache.usage();
         assert!(bytes <= 1000, "{bytes} bytes");
+    }
+
+    #[test]
+    fn the_same_body_moves_its_time_forward_in_place() {
+        let cache = StaleCache::new(StaleLimits::default());
+        let first = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        cache.put("/a", b"{\"v\":1}", first);
+        let kept = cache.get("/a").unwrap();
+        cache.put("/a", b"{\"v\":1}", first + Duration::from_secs(5));
+        let again = cache.get("/a").unwrap();
+        assert!(
+            Arc::ptr_eq(&kept.body, &again.body),
+            "the body was copied again"
+        );
+        assert_eq!(again.stored_at, first + Duration::from_secs(5));
+        // An older confirmation does not move it back.
+        cache.put("/a", b"{\"v\":1}", first);
+        assert_eq!(
+            cache.get("/a").unwrap().stored_at,
+            first + Duration::from_secs(5)
+        );
+        // A new body replaces the copy, with its own time.
+        cache.put("/a", b"{\"v\":2}", first + Duration::from_secs(6));
+        let replaced = cache.get("/a").unwrap();
+        assert_eq!(&*replaced.body, b"{\"v\":2}");
+        assert_eq!(replaced.stored_at, first + Duration::from_secs(6));
+        // The old snapshot is unchanged.
+        assert_eq!(&*kept.body, b"{\"v\":1}");
     }
 
     #[test]
