@@ -119,7 +119,9 @@ pub async fn serve<L>(
         move || limits.max_connections - slots.available_permits()
     };
     let trimmer = Arc::new(Trimmer::default());
-    let _trimming = AbortOnDrop(tokio::spawn(Arc::clone(&trimmer).run(open_now.clone())));
+    // Dropping the set when the loop ends aborts the trimmer.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(Arc::clone(&trimmer).run(open_now.clone()));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -169,15 +171,6 @@ pub async fn serve<L>(
         () = tokio::time::sleep(drain) => {
             tracing::warn!(?drain, "drain deadline passed: closing the connections left");
         }
-    }
-}
-
-/// Aborts a background task when the server loop ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
