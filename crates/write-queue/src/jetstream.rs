@@ -34,7 +34,7 @@ use async_nats::{
         self,
         context::PublishErrorKind,
         kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
-        stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType},
+        stream::{self, DiscardPolicy, RawMessageErrorKind, StorageType},
     },
 };
 use futures_util::TryStreamExt as _;
@@ -229,7 +229,11 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             .unwrap_or(i64::MAX),
             max_message_size: i32::try_from(limits.max_bytes.saturating_add(overhead))
                 .unwrap_or(i32::MAX),
-            allow_direct: true,
+            // Read from the leader only, as the buckets are (below): a
+            // follower's direct get may still hold a write that was
+            // completed and deleted, which then held its resource's next
+            // write back (`due` passed over it; the lost-node test).
+            allow_direct: false,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
@@ -253,7 +257,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
                 || current.max_bytes != stream_config.max_bytes
                 || current.max_message_size != stream_config.max_message_size
                 || current.num_replicas != stream_config.num_replicas
-                || !current.allow_direct
+                || current.allow_direct
             {
                 context
                     .update_stream(stream_config.clone())
@@ -573,7 +577,11 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         filter: &str,
         from: Option<u64>,
     ) -> Result<Option<Message>, QueueError> {
-        match self.stream.direct_get_next_for_subject(filter, from).await {
+        let mut get = self.stream.raw_message_builder().next_by_subject(filter);
+        if let Some(from) = from {
+            get = get.sequence(from);
+        }
+        match get.send().await {
             Ok(message) => {
                 let id = message
                     .headers
@@ -588,7 +596,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
                     stored_at: SystemTime::from(message.time),
                 }))
             }
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable("read a write", e)),
         }
     }
@@ -596,9 +604,9 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
     /// The sealed payload of the message at `seq` (empty: none there).
     async fn sealed_at(&self, seq: u64) -> Result<Vec<u8>, QueueError> {
         self.patiently("read a write", || async {
-            match self.stream.direct_get(seq).await {
+            match self.stream.get_raw_message(seq).await {
                 Ok(message) => Ok(message.payload.to_vec()),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(Vec::new()),
                 Err(e) => Err(unavailable("read a write", e)),
             }
         })
@@ -674,29 +682,34 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
             else {
                 continue;
             };
-            if !seen.insert(res.to_owned()) {
+            if seen.contains(res) {
                 // Not its resource's oldest write.
                 continue;
             }
             let Some((mut record, _)) = self.status_entry(id).await? else {
                 // Just published, its status not stored yet: the enqueue
-                // is still at work (for at most publish_timeout). Older, it
-                // gave up and could not withdraw it: withdraw it now, or
-                // it would hold its resource's later writes for ever.
+                // is still at work (for at most publish_timeout), and the
+                // write holds its resource's later ones. Older, it gave up
+                // and could not withdraw it: withdraw it now, or it would
+                // hold them for ever.
                 let age = SystemTime::now()
                     .duration_since(stored_at)
                     .unwrap_or_default();
                 if age > self.publish_timeout * 2 {
                     tracing::warn!(%id, "withdrawing a write whose status was never stored");
                     let _ = self.stream.delete_message(seq).await;
+                } else {
+                    seen.insert(res.to_owned());
                 }
                 continue;
             };
             if record.state.is_finished() {
-                // Finished, but its message was not deleted: do it now.
+                // Finished, but its message was not deleted: do it now. It
+                // holds nothing back: its resource's next write may be due.
                 let _ = self.stream.delete_message(seq).await;
                 continue;
             }
+            seen.insert(res.to_owned());
             if record.next_attempt_at_ms > now {
                 continue;
             }
@@ -794,7 +807,7 @@ impl<M: WriteMeta, O: Data + Clone> JetStreamQueue<M, O> {
         let (depth, bytes, first) = self.depth().await?;
         let mut oldest = None;
         if depth > 0
-            && let Ok(message) = self.stream.direct_get(first).await
+            && let Ok(message) = self.stream.get_raw_message(first).await
         {
             let id = message
                 .headers

@@ -294,23 +294,90 @@ async fn reopening_with_other_limits_updates_the_stream_and_buckets() {
     );
 }
 
-/// The status and lease buckets are read from their stream's leader, not
-/// by direct gets that a lagging follower may answer (a status read from
-/// another gateway right after the write's 202 was a 404 in the chaos
-/// run); reopening the queue keeps it so.
+/// The queue's stream and its status and lease buckets are read from
+/// their leader, not by direct gets that a lagging follower may answer (a
+/// status read from another gateway right after the write's 202 was a 404
+/// in the chaos run; a follower still holding a completed write's message
+/// held its resource's next write back). A stream made by an earlier
+/// version, direct gets allowed, is changed; reopening keeps it so.
 #[tokio::test]
-async fn buckets_are_read_from_the_leader_not_by_direct_gets() {
+async fn reads_go_to_the_leader_not_to_direct_gets() {
     let shared = Shared::new(3).await;
+    let client = async_nats::connect(shared.cluster.url(0)).await.unwrap();
+    let context = async_nats::jetstream::new(client);
+    let writes = format!("{}_WRITES", shared.prefix.to_uppercase());
+    context
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: writes.clone(),
+            subjects: vec![format!("{}.writes.>", shared.prefix)],
+            num_replicas: 3,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     for _ in 0..2 {
         let queue = shared.instance("a").await;
-        let client = async_nats::connect(shared.cluster.url(0)).await.unwrap();
-        let context = async_nats::jetstream::new(client);
-        for bucket in ["status", "leases"] {
-            let name = format!("KV_{}-{bucket}", shared.prefix);
+        let names = [
+            writes.clone(),
+            format!("KV_{}-status", shared.prefix),
+            format!("KV_{}-leases", shared.prefix),
+        ];
+        for name in names {
             let mut stream = context.get_stream(&name).await.unwrap();
             let info = stream.info().await.unwrap();
             assert!(!info.config.allow_direct, "{name} allows direct gets");
         }
         drop(queue);
     }
+}
+
+/// A write whose status says finished while its message is still in the
+/// stream (its deletion failed, or a follower had not applied it) holds
+/// nothing back: its resource's next write is due, and the message goes.
+#[tokio::test]
+async fn a_finished_write_left_in_the_stream_holds_nothing_back() {
+    let shared = Shared::new(1).await;
+    let queue = shared.instance("a").await;
+    let client = async_nats::connect(shared.cluster.url(0)).await.unwrap();
+    let context = async_nats::jetstream::new(client);
+    let stream = context
+        .get_stream(format!("{}_WRITES", shared.prefix.to_uppercase()))
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    let first = queue
+        .enqueue(write("alice", "/s/1", "one"), now)
+        .await
+        .unwrap();
+    let message = stream
+        .get_first_raw_message_by_subject(format!("{}.writes.>", shared.prefix), 1)
+        .await
+        .unwrap();
+    queue.start(first.id).await.unwrap();
+    queue.complete(first.id, 200, now).await.unwrap();
+    // The finished write's message, back where its deletion would have
+    // left it: before the resource's next write.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("{}.left", first.id).as_str());
+    let left = context
+        .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let next = queue
+        .enqueue(write("alice", "/s/1", "two"), now)
+        .await
+        .unwrap();
+    assert!(left < next.seq);
+    let due = queue.due(SystemTime::now(), 10).await.unwrap();
+    assert_eq!(ids(&due), [next.id]);
+    assert_eq!(queue.payload(&due[0]).unwrap(), Body("two".into()));
+    let first_left = stream
+        .get_first_raw_message_by_subject(format!("{}.writes.>", shared.prefix), 1)
+        .await
+        .unwrap();
+    assert_eq!(first_left.sequence, next.seq, "the left message stays");
 }
