@@ -393,6 +393,7 @@ breaker = {{ preset = "store-service" }}
 scopes = {{ GET = ["stores:read"], HEAD = ["stores:read"], POST = ["stores:write"], PUT = ["stores:write"], PATCH = ["stores:write"] }}
 segment_scopes = {{ secrets = ["stores:secrets"] }}
 sensitive_segments = ["secrets"]
+openapi = "/openapi.json"
 
 [degraded]
 queue_path = "{queue}"

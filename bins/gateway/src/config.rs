@@ -433,6 +433,11 @@ pub struct RouteConfig {
     /// never kept for stale reads (e.g. `secrets`).
     #[serde(default)]
     pub sensitive_segments: Vec<String>,
+    /// The path of the upstream's OpenAPI document (e.g. `/openapi.json`):
+    /// its operations under `prefix` are in the gateway's own
+    /// `/openapi.json`. None: the route is not described there.
+    #[serde(default)]
+    pub openapi: Option<String>,
 }
 
 mod defaults {
@@ -626,6 +631,14 @@ impl Config {
                 ));
             }
             check_url(&key("upstream"), &route.upstream)?;
+            if let Some(path) = &route.openapi
+                && (!path.starts_with('/') || crate::path::check_path(path).is_err())
+            {
+                return Err(ConfigError::invalid(
+                    key("openapi"),
+                    "must be an absolute path like `/openapi.json`, without dot segments or escapes",
+                ));
+            }
             if route.timeout.0.is_zero() {
                 return Err(ConfigError::invalid(key("timeout"), "must be more than 0"));
             }
@@ -702,6 +715,7 @@ pub fn default_routes(upstreams: &UpstreamsConfig) -> Vec<RouteConfig> {
         segment_scopes: [("secrets".to_owned(), vec!["stores:secrets".to_owned()])].into(),
         rate_limit: None,
         sensitive_segments: vec!["secrets".to_owned()],
+        openapi: Some("/openapi.json".into()),
     }];
     if let Some(hardware) = &upstreams.hardware {
         routes.push(RouteConfig {
@@ -714,6 +728,7 @@ pub fn default_routes(upstreams: &UpstreamsConfig) -> Vec<RouteConfig> {
             segment_scopes: BTreeMap::new(),
             rate_limit: None,
             sensitive_segments: Vec::new(),
+            openapi: None,
         });
     }
     routes
@@ -867,6 +882,12 @@ mod tests {
                     "{MINIMAL}\n[[routes]]\nprefix = \"/api/x\"\nupstream = \"nope\"\nscopes = {{ GET = [\"r\"] }}"
                 ),
                 "routes[0].upstream",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[routes]]\nprefix = \"/api/x\"\nupstream = \"http://a\"\nopenapi = \"openapi.json\"\nscopes = {{ GET = [\"r\"] }}"
+                ),
+                "routes[0].openapi",
             ),
             (
                 format!(

@@ -34,7 +34,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use serde_json::json;
+use gateway_api::{Accepted, StaleMeta, StaleReason};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -219,24 +219,26 @@ pub enum Down {
 }
 
 impl Down {
-    /// The `staleReason` and metric label.
-    pub fn reason(self) -> &'static str {
+    /// The `staleReason`.
+    pub fn stale_reason(self) -> StaleReason {
         match self {
-            Self::CircuitOpen => "circuit_open",
-            Self::Unavailable(_) => "service_unavailable",
-            Self::Timeout => "timeout",
-            Self::QueuedAhead => "queued_writes_ahead",
+            Self::CircuitOpen => StaleReason::CircuitOpen,
+            Self::Unavailable(_) => StaleReason::ServiceUnavailable,
+            Self::Timeout => StaleReason::Timeout,
+            Self::QueuedAhead => StaleReason::QueuedWritesAhead,
         }
+    }
+
+    /// The `staleReason`'s wire name, a metric label.
+    pub fn reason(self) -> &'static str {
+        self.stale_reason().as_str()
     }
 }
 
-/// RFC 3339 (UTC, whole seconds) of `at`.
-fn rfc3339(at: SystemTime) -> String {
+/// `at` in UTC, whole seconds (as the `meta` times are sent).
+fn whole_seconds(at: SystemTime) -> time::OffsetDateTime {
     let at = time::OffsetDateTime::from(at);
-    at.replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    at.replace_nanosecond(0).unwrap_or(at)
 }
 
 /// The answer to a read whose upstream is `down`: the stale copy of `key`,
@@ -253,13 +255,12 @@ pub fn read_while_down(
         .then(|| degraded.stale.get(key))
         .flatten();
     let marked = kept.as_ref().and_then(|entry| {
-        mark_stale(
-            &entry.body,
-            down.reason(),
-            &rfc3339(entry.stored_at),
-            &rfc3339(now + retry_after),
-        )
-        .map(|body| (entry.stored_at, body))
+        let meta = StaleMeta::new(
+            down.stale_reason(),
+            whole_seconds(entry.stored_at),
+            whole_seconds(now + retry_after),
+        );
+        mark_stale(&entry.body, meta).map(|body| (entry.stored_at, body))
     });
     let Some((stored_at, body)) = marked else {
         let code = match down {
@@ -425,17 +426,11 @@ pub async fn queue_write(degraded: &Degraded, write: Write<'_>, retry_after: Dur
     metrics::counter!("gateway_queued_writes_total", "route" => write.route.name.clone())
         .increment(1);
     tracing::warn!(request_id = %record.id, route = %write.route.name, "upstream down: write queued");
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "accepted",
-            "message": "Request queued for processing",
-            "requestId": record.id.to_string(),
-        })),
-    )
-        .into_response();
+    let accepted = Accepted::new(record.id);
+    let location = HeaderValue::from_str(&accepted.location());
+    let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/requests/{}", record.id)) {
+    if let Ok(location) = location {
         headers.insert(header::LOCATION, location);
     }
     headers.insert(
@@ -450,12 +445,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    fn meta_times_are_whole_seconds_in_utc() {
+        let text = |at| {
+            serde_json::to_value(StaleMeta::new(
+                StaleReason::Timeout,
+                whole_seconds(at),
+                whole_seconds(at),
+            ))
+            .unwrap()["dataTimestamp"]
+                .clone()
+        };
+        assert_eq!(text(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_741_323_456);
-        assert_eq!(rfc3339(at), "2026-11-27T01:02:03Z");
+        assert_eq!(text(at), "2026-11-27T01:02:03Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        assert_eq!(text(leap), "2000-02-29T00:00:00Z");
     }
 
     #[tokio::test]

@@ -10,8 +10,9 @@
 //!   the limit before authentication ([`ratelimit::pre_auth_layer`]),
 //!   [`routing`], [`auth`] (on the [`jwt_verify`] crate), [`ratelimit`],
 //!   [`proxy`]; beside them [`readiness`] (`/health`, `/ready`),
-//!   [`requests`] (`/api/requests/{id}`) and [`replay`] (the replay loop of
-//!   queued writes). Each takes the narrow state it needs from [`state`]
+//!   [`requests`] (`/api/requests/{id}`), [`openapi`] (`/openapi.json`,
+//!   composed from the upstreams' documents) and [`replay`] (the replay
+//!   loop of queued writes). Each takes the narrow state it needs from [`state`]
 //!   through axum's `FromRef` (routing: [`routing::Routing`]; auth:
 //!   [`auth::Authenticating`]; the proxy: [`proxy::Forwarding`]).
 //! - [`state`]: [`Gateway`], what every layer shares, made of the parts
@@ -38,6 +39,7 @@ pub mod degraded;
 pub mod framing;
 pub mod limiter;
 pub mod metrics;
+pub mod openapi;
 pub mod path;
 pub mod principal;
 pub mod problem;

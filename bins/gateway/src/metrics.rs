@@ -50,6 +50,7 @@ fn own_route(path: &str) -> &'static str {
         "/health" => "health",
         "/ready" => "ready",
         "/metrics" => "metrics",
+        "/openapi.json" => "openapi",
         _ if path.starts_with("/api/requests/") => "requests",
         _ => "unmatched",
     }

@@ -13,8 +13,10 @@ use axum::{
     extract::{Path, Request, State},
     response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
+use gateway_api::{QueuedResponse, QueuedState, RequestStatus};
+use serde_json::Value;
 use uuid::Uuid;
+use write_queue::WriteState;
 
 use crate::{
     auth,
@@ -58,23 +60,30 @@ async fn answer(gateway: &Gateway, principal: &Principal, id: &str) -> Response 
             return GatewayError::new(Code::ServiceUnavailable).into_response();
         }
     };
-    let response = record.outcome.as_ref().map(|outcome| {
-        let body = serde_json::from_slice::<Value>(&outcome.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&outcome.body).into_owned()));
-        json!({"status": outcome.status, "body": body})
+    let response = record.outcome.as_ref().map(|outcome| QueuedResponse {
+        status: outcome.status,
+        body: serde_json::from_slice::<Value>(&outcome.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&outcome.body).into_owned())),
     });
-    let accepted = time::OffsetDateTime::from(record.accepted_at())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    Json(json!({
-        "requestId": record.id.to_string(),
-        "status": record.state.as_str(),
-        "method": record.meta.method,
-        "path": record.meta.path_and_query,
-        "acceptedAt": accepted,
-        "attempts": record.attempts,
-        "lastError": record.last_error,
-        "response": response,
-    }))
+    Json(RequestStatus {
+        request_id: record.id,
+        status: state_of(record.state),
+        method: record.meta.method.clone(),
+        path: record.meta.path_and_query.clone(),
+        accepted_at: time::OffsetDateTime::from(record.accepted_at()),
+        attempts: record.attempts,
+        last_error: record.last_error.clone(),
+        response,
+    })
     .into_response()
+}
+
+/// The wire state of a queue's state.
+fn state_of(state: WriteState) -> QueuedState {
+    match state {
+        WriteState::Queued => QueuedState::Queued,
+        WriteState::Replaying => QueuedState::Replaying,
+        WriteState::Completed => QueuedState::Completed,
+        WriteState::Failed => QueuedState::Failed,
+    }
 }

@@ -41,6 +41,8 @@ pub struct Route {
     pub segment_scopes: BTreeMap<String, Vec<String>>,
     /// Paths with one of these segments are never kept for stale reads.
     pub sensitive_segments: Vec<String>,
+    /// The path of the upstream's OpenAPI document, if it has one.
+    pub openapi: Option<String>,
     /// The upstream's breaker.
     pub breaker: Breaker,
     /// The route's token buckets (per client).
@@ -92,6 +94,7 @@ impl Route {
             timeout: config.timeout.0,
             scopes: config.scopes.clone(),
             segment_scopes: config.segment_scopes.clone(),
+            openapi: config.openapi.clone(),
             sensitive_segments: config.sensitive_segments.clone(),
             breaker: Breaker::new(&name, config.breaker.clone()),
             bucket,

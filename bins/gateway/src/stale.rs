@@ -23,6 +23,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use gateway_api::StaleMeta;
 use moka::sync::Cache;
 
 /// One kept answer.
@@ -158,28 +159,17 @@ impl StaleCache {
 
 /// The stale answer: the original JSON object with a `meta` member.
 /// `None` when the kept body is not a JSON object.
-pub fn mark_stale(
-    body: &[u8],
-    reason: &str,
-    data_timestamp: &str,
-    next_retry: &str,
-) -> Option<Vec<u8>> {
+pub fn mark_stale(body: &[u8], meta: StaleMeta) -> Option<Vec<u8>> {
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = value.as_object_mut()?;
-    object.insert(
-        "meta".into(),
-        serde_json::json!({
-            "isStale": true,
-            "staleReason": reason,
-            "dataTimestamp": data_timestamp,
-            "nextRetry": next_retry,
-        }),
-    );
+    object.insert("meta".into(), serde_json::to_value(meta).ok()?);
     serde_json::to_vec(&value).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use gateway_api::StaleReason;
+
     use super::*;
 
     #[test]
@@ -236,18 +226,19 @@ mod tests {
         assert!(forbids_storing(Some("private")));
         assert!(!forbids_storing(Some("max-age=60")));
         assert!(!forbids_storing(None));
-        let marked = mark_stale(
-            br#"{"store":{"id":"1"}}"#,
-            "circuit_open",
-            "2026-11-27T01:00:00Z",
-            "2026-11-27T01:00:15Z",
-        )
-        .unwrap();
+        let meta = StaleMeta::new(
+            StaleReason::CircuitOpen,
+            time::macros::datetime!(2026-11-27 01:00:00 UTC),
+            time::macros::datetime!(2026-11-27 01:00:15 UTC),
+        );
+        let marked = mark_stale(br#"{"store":{"id":"1"}}"#, meta).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&marked).unwrap();
         assert_eq!(value["store"]["id"], "1");
         assert_eq!(value["meta"]["isStale"], true);
         assert_eq!(value["meta"]["staleReason"], "circuit_open");
-        assert!(mark_stale(b"[1,2]", "timeout", "a", "b").is_none());
-        assert!(mark_stale(b"not json", "timeout", "a", "b").is_none());
+        assert_eq!(value["meta"]["dataTimestamp"], "2026-11-27T01:00:00Z");
+        assert_eq!(value["meta"]["nextRetry"], "2026-11-27T01:00:15Z");
+        assert!(mark_stale(b"[1,2]", meta).is_none());
+        assert!(mark_stale(b"not json", meta).is_none());
     }
 }

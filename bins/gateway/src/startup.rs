@@ -24,7 +24,7 @@ use crate::{
     degraded::Degraded,
     framing::GuardedListener,
     limiter::PreAuthLimiter,
-    metrics,
+    metrics, openapi,
     principal::Verifier,
     proxy, ratelimit, readiness, replay, requests,
     routes::Routes,
@@ -130,6 +130,7 @@ impl Application {
             metrics,
             pre_auth: PreAuthLimiter::new(config_pre_auth),
             degraded: Some(Arc::new(degraded)),
+            openapi: tokio::sync::Mutex::new(None),
             shutting_down: AtomicBool::new(false),
         });
         let refresher = keys.spawn_refresher();
@@ -215,6 +216,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health", get(readiness::health))
         .route("/ready", get(readiness::ready))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::document))
         .fallback_service(proxied)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&gateway),

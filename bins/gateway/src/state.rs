@@ -36,6 +36,9 @@ pub struct Gateway {
     pub pre_auth: PreAuthLimiter,
     /// Degraded mode: stale reads and the durable write queue.
     pub degraded: Option<Arc<Degraded>>,
+    /// The last composed OpenAPI document and when it was composed
+    /// (`crate::openapi`).
+    pub openapi: tokio::sync::Mutex<Option<(tokio::time::Instant, axum::body::Bytes)>>,
     /// Set once shutdown started (`/ready` answers 503).
     pub(crate) shutting_down: AtomicBool,
 }

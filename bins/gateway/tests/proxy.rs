@@ -17,6 +17,8 @@ prefix = "/api/stores"
 upstream = "http://{store}"
 scopes = {{ GET = ["stores:read"], POST = ["stores:write"], PUT = ["stores:write"] }}
 segment_scopes = {{ secrets = ["stores:secrets"] }}
+sensitive_segments = ["secrets"]
+openapi = "/openapi.json"
 
 [[routes]]
 prefix = "/api/echo"
@@ -563,4 +565,128 @@ async fn idempotency_keys_belong_to_the_subject_and_history_names_it() {
     assert_eq!(history.status(), 200);
     let history: Value = history.json().await.unwrap();
     assert_eq!(history["events"][0]["actor"], subject_of(&alice));
+}
+
+/// Every `$ref` of `value` that does not resolve in `document`.
+fn dangling_refs(document: &Value, value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("$ref") {
+                let resolved = target
+                    .strip_prefix('#')
+                    .and_then(|pointer| document.pointer(pointer));
+                if resolved.is_none() {
+                    found.push(target.clone());
+                }
+            }
+            for member in map.values() {
+                dangling_refs(document, member, found);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                dangling_refs(document, item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `GET /openapi.json` on the gateway: the store service's operations
+/// under the route, as the gateway serves them (security and scopes, the
+/// gateway's problems and rate-limit fields, no subject header), its own
+/// routes, every reference resolved; no token needed. A route without a
+/// document (the echo route) is not described.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_its_own_openapi_document() {
+    let (_store, _security, _echo, _seen, gw) = echo_stack().await;
+    let response = http().get(gw.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+
+    let paths = document["paths"].as_object().unwrap();
+    let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "/api/requests/{id}",
+            "/api/stores",
+            "/api/stores/{id}",
+            "/api/stores/{id}/history",
+            "/api/stores/{id}/secrets",
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/ready",
+        ]
+    );
+    let security = |path: &str, method: &str| paths[path][method]["security"].clone();
+    assert_eq!(
+        security("/api/stores", "get"),
+        serde_json::json!([{"bearer": ["stores:read"]}])
+    );
+    assert_eq!(
+        security("/api/stores", "post"),
+        serde_json::json!([{"bearer": ["stores:write"]}])
+    );
+    assert_eq!(
+        security("/api/stores/{id}/secrets", "get"),
+        serde_json::json!([{"bearer": ["stores:secrets"]}])
+    );
+    assert_eq!(security("/health", "get"), serde_json::json!([{}]));
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    let list = &paths["/api/stores"]["get"];
+    for status in ["200", "400", "401", "403", "429", "502", "503", "504"] {
+        assert!(list["responses"][status].is_object(), "{status} missing");
+    }
+    assert!(list["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
+    assert!(list["responses"]["429"]["headers"]["Retry-After"].is_object());
+    assert!(list["responses"]["200"]["headers"]["RateLimit"].is_object());
+    assert!(
+        list["responses"]["503"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("SECURITY_SERVICE_UNAVAILABLE")
+    );
+    // The store service's own 400 keeps its description and gains the
+    // gateway's.
+    let bad = list["responses"]["400"]["description"].as_str().unwrap();
+    assert!(
+        bad.contains("BAD_REQUEST") && bad.len() > "BAD_REQUEST".len() + 30,
+        "{bad}"
+    );
+    // Degraded mode: a write may be queued (202, `Location`), a read
+    // answered from a stale copy (`meta`, `Cache-Status`), never one of a
+    // sensitive path.
+    let queued = &paths["/api/stores"]["post"]["responses"]["202"];
+    assert!(queued["headers"]["Location"].is_object(), "{queued}");
+    let read = &paths["/api/stores/{id}"]["get"]["responses"]["200"];
+    assert!(read["headers"]["Cache-Status"].is_object(), "{read}");
+    let secrets = &paths["/api/stores/{id}/secrets"]["get"]["responses"]["200"];
+    assert!(secrets["headers"]["Cache-Status"].is_null(), "{secrets}");
+    assert_eq!(
+        security("/api/requests/{id}", "get"),
+        serde_json::json!([{"bearer": []}])
+    );
+
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                assert_ne!(
+                    parameter["name"], "x-gateway-subject",
+                    "{method} {path}: the subject header is the gateway's own"
+                );
+            }
+        }
+    }
+    let mut dangling = Vec::new();
+    dangling_refs(&document, &document, &mut dangling);
+    assert!(dangling.is_empty(), "unresolved: {dangling:?}");
 }

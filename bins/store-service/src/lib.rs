@@ -15,7 +15,7 @@
 //! | `POST /api/stores` | 201 `{"store", "message": "Store created successfully"}`, `Location`, `ETag`, `Read-After` |
 //! | `GET /api/stores/{id}` | `{"store"}` + `ETag`; replica after the `Read-After` token; a 404 is confirmed on the primary |
 //! | `PUT /api/stores/{id}` | `version` in the body or `If-Match`; 409 `CONCURRENCY_ERROR` / 412 / 428 / 409 `INVALID_STATUS_TRANSITION` |
-//! | `GET /api/stores/{id}/history` | every create and update (changed fields, old and new values, secrets as key names) and its `actor` (the subject, `null` when anonymous) |
+//! | `GET /api/stores/{id}/history` | `{"storeId", "events", "count", "nextCursor"}`, paged like the list (`limit`, `cursor=`, `Link`): every create and update (changed fields, old and new values, secrets as key names) and its `actor` (the subject, `null` when anonymous) |
 //! | `GET /api/stores/{id}/secrets` | the decrypted secrets |
 //! | `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` | liveness, readiness, Prometheus (every label from a closed set: see [`metrics`]), OpenAPI 3.1 |
 //!

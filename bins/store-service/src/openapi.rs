@@ -7,7 +7,8 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use store_domain::{ACTOR_HEADER, ErrorCode};
+use serde_json::{Value, json};
+use store_domain::{ACTOR_HEADER, ACTOR_MAX_BYTES, ErrorCode};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
@@ -34,9 +35,9 @@ pub struct ApiDoc;
 /// `X-Request-Id` on every response, `Retry-After` on retryable problems,
 /// the 500/503/504 every API route can answer, `Idempotent-Replayed` on
 /// the responses of the two routes that take an `Idempotency-Key`, the
-/// gateway's `x-gateway-subject` on every API operation (with its 400
-/// `INVALID_SUBJECT`), and the list of problem types (`error` codes with
-/// their `type` URI and status).
+/// gateway's `x-gateway-subject` in the description (with the 400
+/// `INVALID_SUBJECT` of every API operation), and the list of problem
+/// types (`error` codes with their `type` URI and status).
 /// Applied by [`document`], once the routes are in.
 struct Conventions;
 
@@ -78,6 +79,10 @@ fn problem_response(description: &str, retry_after: bool) -> oa::Response {
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let described = openapi.info.description.take().unwrap_or_default();
+        openapi.info.description = Some(format!(
+            "{described}\n\n`{ACTOR_HEADER}` is not listed as a parameter: it is the gateway's header, not a client's, and its grammar (percent-encoded UTF-8 of 1 to {ACTOR_MAX_BYTES} bytes without control characters) is not one a schema can state exactly. {SUBJECT_DESCRIPTION}"
+        ));
         let components = openapi.components.get_or_insert_with(Default::default);
         components.headers.insert(
             "X-Request-Id".into(),
@@ -148,13 +153,6 @@ impl Modify for Conventions {
                 "W3C trace context; the request's span becomes its child",
             ),
         ];
-        let subject = ParameterBuilder::new()
-            .name(ACTOR_HEADER)
-            .parameter_in(ParameterIn::Header)
-            .required(Required::False)
-            .description(Some(SUBJECT_DESCRIPTION))
-            .schema(Some(string_schema()))
-            .build();
         for (path, item) in &mut openapi.paths.paths {
             let api = path.starts_with("/api/");
             for (method, operation) in [
@@ -175,9 +173,6 @@ impl Modify for Conventions {
                             .build()
                             .into(),
                     );
-                }
-                if api {
-                    parameters.push(subject.clone().into());
                 }
                 let idempotent = IDEMPOTENT.contains(&(method, path.as_str()));
                 for (status, response) in &mut operation.responses.responses {
@@ -242,6 +237,145 @@ pub fn document() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     Conventions.modify(&mut document);
     (routes, document)
 }
+
+/// The document as served: [`document`]'s, with the rules that
+/// store-domain enforces and utoipa's derives do not state (patterns,
+/// bounds, at least one field of an update) written into it, so that a
+/// request the schema allows is one the service accepts, and the reverse.
+#[must_use]
+pub fn render(document: &utoipa::openapi::OpenApi) -> String {
+    let mut value = serde_json::to_value(document).unwrap_or_default();
+    state_the_rules(&mut value);
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+/// Writes store-domain's rules into the rendered document.
+fn state_the_rules(document: &mut Value) {
+    use store_domain::limits::{
+        CONFIG_MAX_ARRAY_LEN, CONFIG_MAX_DEPTH, CONFIG_MAX_KEYS, CONFIG_MAX_STRING_CHARS,
+        SECRET_KEY_MAX_CHARS, SECRET_VALUE_MAX_CHARS, SECRETS_MAX_KEYS,
+    };
+    let paths = &mut document["paths"];
+    for (path, method, name, pattern) in [
+        ("/api/stores", "get", "cursor", store_domain::CURSOR_PATTERN),
+        (
+            "/api/stores/{id}/history",
+            "get",
+            "cursor",
+            store_domain::HISTORY_CURSOR_PATTERN,
+        ),
+        (
+            "/api/stores",
+            "post",
+            "Idempotency-Key",
+            IDEMPOTENCY_KEY_PATTERN,
+        ),
+        (
+            "/api/stores/{id}",
+            "put",
+            "Idempotency-Key",
+            IDEMPOTENCY_KEY_PATTERN,
+        ),
+        ("/api/stores/{id}", "put", "If-Match", ETAG_PATTERN),
+    ] {
+        let parameters = paths[path][method]["parameters"].as_array_mut();
+        for parameter in parameters.into_iter().flatten() {
+            if parameter["name"] == name {
+                parameter["schema"] = json!({"type": "string", "pattern": pattern});
+            }
+        }
+    }
+    let schemas = &mut document["components"]["schemas"];
+    schemas["CreateStore"]["properties"]["name"]["pattern"] = json!(NAME_PATTERN);
+    schemas["UpdateStore"]["properties"]["name"]["pattern"] = json!(NAME_PATTERN);
+    // `config` at every depth: keys that cleaning leaves as they are (two
+    // keys that clean to the same one are refused), bounded objects,
+    // arrays and strings, at most CONFIG_MAX_DEPTH levels (unrolled, one
+    // schema per level: a recursive one is more than generators of
+    // examples handle).
+    for depth in 1..=CONFIG_MAX_DEPTH {
+        let mut value = vec![
+            json!({"type": ["null", "boolean", "number"]}),
+            json!({"type": "string", "maxLength": CONFIG_MAX_STRING_CHARS}),
+        ];
+        if depth < CONFIG_MAX_DEPTH {
+            let deeper = depth + 1;
+            value.push(json!({
+                "type": "array",
+                "maxItems": CONFIG_MAX_ARRAY_LEN,
+                "items": {"$ref": format!("#/components/schemas/ConfigValue{deeper}")},
+            }));
+            value.push(json!({"$ref": format!("#/components/schemas/StoreConfig{deeper}")}));
+        }
+        schemas[format!("ConfigValue{depth}")] = json!({"anyOf": value});
+        schemas[format!("StoreConfig{depth}")] = json!({
+            "type": "object",
+            "maxProperties": CONFIG_MAX_KEYS,
+            "propertyNames": {"type": "string", "pattern": CONFIG_KEY_PATTERN},
+            "additionalProperties": {"$ref": format!("#/components/schemas/ConfigValue{depth}")},
+        });
+    }
+    schemas["StoreConfig1"]["description"] = json!(
+        "Free-form settings: a JSON object whose strings and keys are cleaned as names are (markup and control characters removed); `__proto__`, `constructor` and `prototype` keys are dropped; at most 16 levels deep and 32 KiB once cleaned."
+    );
+    schemas["CreateStore"]["properties"]["config"] = json!({
+        "description": "Free-form settings (default `{}`)",
+        "anyOf": [{"$ref": "#/components/schemas/StoreConfig1"}, {"type": "null"}],
+    });
+    schemas["UpdateStore"]["properties"]["config"] = json!({
+        "description": "A new config, replacing the old one",
+        "anyOf": [{"$ref": "#/components/schemas/StoreConfig1"}, {"type": "null"}],
+    });
+    schemas["Secrets"]["maxProperties"] = json!(SECRETS_MAX_KEYS);
+    schemas["Secrets"]["propertyNames"] = json!({
+        "type": "string",
+        "pattern": format!("^[A-Za-z0-9_.-]{{1,{SECRET_KEY_MAX_CHARS}}}$"),
+    });
+    schemas["Secrets"]["additionalProperties"] = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": SECRET_VALUE_MAX_CHARS,
+    });
+    // An update changes at least one of these: present and not null.
+    let changes = [
+        ("name", json!({"type": "string", "pattern": NAME_PATTERN})),
+        (
+            "status",
+            json!({"$ref": "#/components/schemas/StoreStatus"}),
+        ),
+        (
+            "config",
+            json!({"$ref": "#/components/schemas/StoreConfig1"}),
+        ),
+        ("secrets", json!({"$ref": "#/components/schemas/Secrets"})),
+    ];
+    schemas["UpdateStore"]["anyOf"] = Value::Array(
+        changes
+            .into_iter()
+            .map(|(field, schema)| json!({"required": [field], "properties": {field: schema}}))
+            .collect(),
+    );
+}
+
+/// A name that cleaning leaves as it is, but for folding inner whitespace
+/// and NFC: 3 to 100 characters, none of them a control character, a
+/// bidirectional control, a byte-order mark, `<` or `&` (which could start
+/// markup), and no whitespace at either end. The service also takes names
+/// that cleaning changes (it removes markup and controls, then checks the
+/// length), which no pattern can state.
+const NAME_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f<&\\u0300-\\u036f\\u202a-\\u202e\\u2066-\\u2069\\ufeff][^\\x00-\\x1f\\x7f-\\x9f<&\\u0300-\\u036f\\u202a-\\u202e\\u2066-\\u2069\\ufeff]{1,98}[^\\s\\x00-\\x1f\\x7f-\\x9f<&\\u0300-\\u036f\\u202a-\\u202e\\u2066-\\u2069\\ufeff]$";
+
+/// A `config` key that cleaning leaves as it is (as [`NAME_PATTERN`]): 1
+/// to 128 characters.
+const CONFIG_KEY_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f<&\\u0300-\\u036f\\u202a-\\u202e\\u2066-\\u2069\\ufeff](?:[^\\x00-\\x1f\\x7f-\\x9f<&\\u0300-\\u036f\\u202a-\\u202e\\u2066-\\u2069\\ufeff]{0,126}[^\\s\\x00-\\x1f\\x7f-\\x9f<&\\u0300-\\u036f\\u202a-\\u202e\\u2066-\\u2069\\ufeff])?$";
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters
+/// (`store_domain::is_valid_idempotency_key`).
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// `If-Match`: one strong ETag of a version from 1 to `i32::MAX`
+/// (`store_domain::parse_etag`; leading zeros are read as the number).
+const ETAG_PATTERN: &str = "^\"0*(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7])\"$";
 
 /// Serves the rendered document.
 pub async fn serve(document: Arc<String>) -> Response {

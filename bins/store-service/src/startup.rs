@@ -129,7 +129,7 @@ impl Application {
 /// Every route and layer.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (routes, document) = crate::openapi::document();
-    let document = Arc::new(document.to_pretty_json().unwrap_or_default());
+    let document = Arc::new(crate::openapi::render(&document));
     routes
         .route(
             "/openapi.json",

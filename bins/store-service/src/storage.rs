@@ -4,7 +4,8 @@
 use db_failover::deadpool_postgres::{self, ClientWrapper, StatementCache};
 use serde_json::{Map, Value};
 use store_domain::{
-    Actor, ApplyError, Cursor, EventKind, Store, StoreEvent, StoreQuery, StoreStatus, ValidUpdate,
+    Actor, ApplyError, Cursor, EventKind, HistoryQuery, Store, StoreEvent, StoreQuery, StoreStatus,
+    ValidUpdate,
 };
 use time::OffsetDateTime;
 use tokio_postgres::{GenericClient, Row, Statement, types::ToSql};
@@ -347,18 +348,33 @@ async fn insert_event(db: Db<'_, impl GenericClient + Sync>, event: &StoreEvent)
     .map(drop)
 }
 
-/// The audit trail of store `id`, oldest first (empty: no such store).
+/// One page of store `id`'s audit trail, oldest first, with one event
+/// more than the limit when another page follows (`None`: no such store).
 pub async fn history(
     db: Db<'_, impl GenericClient + Sync>,
     id: Uuid,
-) -> SqlResult<Vec<StoreEvent>> {
+    query: &HistoryQuery,
+) -> SqlResult<Option<Vec<StoreEvent>>> {
     let rows = db
         .query(
             "SELECT version, occurred_at, kind, changes, request_id, actor FROM store_events \
-             WHERE store_id = $1 ORDER BY version",
-            &[&id],
+             WHERE store_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+            &[&id, &query.after(), &query.limit.fetch()],
         )
         .await?;
+    if rows.is_empty() {
+        // No event after the cursor: an empty last page of a store that
+        // exists, or no store at all.
+        let exists = query.cursor.is_some()
+            && db
+                .query_opt(
+                    "SELECT 1 FROM store_events WHERE store_id = $1 LIMIT 1",
+                    &[&id],
+                )
+                .await?
+                .is_some();
+        return Ok(exists.then(Vec::new));
+    }
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let kind: String = row.try_get(2)?;
@@ -378,7 +394,7 @@ pub async fn history(
             actor: actor.as_deref().and_then(actor_of),
         });
     }
-    Ok(events)
+    Ok(Some(events))
 }
 
 /// The actor of a stored event. Only [`Actor`]s are written, so one that

@@ -77,7 +77,7 @@ commands:
   coverage [PACKAGE...]            line coverage of each library crate (goal 85 %) and service binary (75 %) with
                                    cargo-tarpaulin (installed on first use), each package's tests alone, then its
                                    doctests; prints a table, fails under a goal
-  tools                            install what is missing; print `export` lines for PG_BINDIR, BAO_BIN, NATS_SERVER_BIN";
+  tools                            install what is missing; print `export` lines for PG_BINDIR, BAO_BIN, NATS_SERVER_BIN, ST_BIN";
 
 fn main() -> std::process::ExitCode {
     match run() {

@@ -648,7 +648,8 @@ pub(crate) async fn configure_gateway(
          breaker = {{ preset = \"store-service\" }}\n\
          scopes = {{ GET = [\"stores:read\"], HEAD = [\"stores:read\"], POST = [\"stores:write\"], PUT = [\"stores:write\"], PATCH = [\"stores:write\"] }}\n\
          segment_scopes = {{ secrets = [\"stores:secrets\"] }}\n\
-         sensitive_segments = [\"secrets\"]\n\n\
+         sensitive_segments = [\"secrets\"]\n\
+         openapi = \"/openapi.json\"\n\n\
          {degraded}",
         degraded = queue.config_section(),
         jwks = issuer.jwks_url,

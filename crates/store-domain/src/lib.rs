@@ -39,11 +39,13 @@ mod validation;
 
 pub use actor::{ACTOR_HEADER, ACTOR_MAX_BYTES, Actor, ActorError};
 pub use create::{CreateStore, ValidCreate};
-pub use cursor::{CURSOR_MAX_CHARS, Cursor, CursorError};
+pub use cursor::{
+    CURSOR_MAX_CHARS, CURSOR_PATTERN, Cursor, CursorError, HISTORY_CURSOR_PATTERN, HistoryCursor,
+};
 pub use etag::{InvalidEtag, etag, parse_etag};
 pub use event::{ChangedField, EventKind, FieldChange, StoreEvent};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LEN, is_valid_idempotency_key};
-pub use page::{PageLimit, PageLimitError, StorePage, StoreQuery};
+pub use page::{HistoryQuery, PageLimit, PageLimitError, StorePage, StoreQuery};
 pub use problem::{
     CONCURRENCY_MESSAGE, ErrorCode, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem,
     UnknownErrorCode, VersionSource,

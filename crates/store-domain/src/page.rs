@@ -1,5 +1,6 @@
-//! The list endpoint's types: [`StorePage`], [`PageLimit`] and the query
-//! [`StoreQuery`].
+//! The paged endpoints' types: [`PageLimit`]; the list's [`StorePage`]
+//! and query [`StoreQuery`]; a history page's query [`HistoryQuery`] (its
+//! body is [`crate::StoreHistory`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,9 +9,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::validation::{Collector, FieldError, FieldErrorCode};
-use crate::{Cursor, Store, StoreStatus, ValidationErrors};
+use crate::{Cursor, HistoryCursor, Store, StoreStatus, ValidationErrors};
 
-/// How many stores a page holds: 1 to 200, 50 by default.
+/// How many items (stores, events) a page holds: 1 to 200, 50 by default.
 ///
 /// ```
 /// use store_domain::PageLimit;
@@ -45,7 +46,7 @@ impl PageLimit {
         }
     }
 
-    /// The number of stores.
+    /// The number of items.
     #[must_use]
     pub const fn get(self) -> u16 {
         self.0
@@ -112,7 +113,7 @@ impl utoipa::PartialSchema for PageLimit {
             .minimum(Some(Self::MIN))
             .maximum(Some(Self::MAX))
             .default(Some(Self::DEFAULT.0.into()))
-            .description(Some("How many stores a page holds."))
+            .description(Some("How many items a page holds."))
             .into()
     }
 }
@@ -189,6 +190,7 @@ impl StorePage {
 pub struct StoreQuery {
     /// How many stores per page (1 to 200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(inline))]
     pub limit: PageLimit,
     /// Where to start: the previous page's `nextCursor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,45 +226,12 @@ impl StoreQuery {
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ValidationErrors> {
         let mut query = Self::default();
-        let mut errors = Collector::default();
-        let mut seen = [false; 3];
-        for (name, value) in pairs {
-            let slot = match name {
-                "limit" => 0,
-                "cursor" => 1,
-                "status" => 2,
-                _ => continue,
-            };
-            if std::mem::replace(&mut seen[slot], true) {
-                errors.push(param_error(
-                    name,
-                    FieldErrorCode::InvalidValue,
-                    format!("{name} is given more than once"),
-                ));
-                continue;
-            }
-            match slot {
-                0 => match value.parse() {
-                    Ok(limit) => query.limit = limit,
-                    Err(PageLimitError::NotANumber) => errors.push(param_error(
-                        "limit",
-                        FieldErrorCode::InvalidValue,
-                        PageLimitError::NotANumber.to_string(),
-                    )),
-                    Err(err) => errors.push(param_error(
-                        "limit",
-                        FieldErrorCode::OutOfRange,
-                        err.to_string(),
-                    )),
-                },
-                1 => match value.parse() {
-                    Ok(cursor) => query.cursor = Some(cursor),
-                    Err(_) => errors.push(param_error(
-                        "cursor",
-                        FieldErrorCode::InvalidValue,
-                        "cursor is not one this API gave out; start again without it",
-                    )),
-                },
+        let errors = read_params(
+            pairs,
+            ["limit", "cursor", "status"],
+            |slot, value, errors| match slot {
+                0 => read_limit(value, &mut query.limit, errors),
+                1 => read_cursor(value, &mut query.cursor, errors),
                 _ => match value.parse() {
                     Ok(status) => query.status = Some(status),
                     Err(_) => errors.push(param_error(
@@ -271,8 +240,8 @@ impl StoreQuery {
                         "status must be one of PROVISIONING, ACTIVE, DECOMMISSIONED",
                     )),
                 },
-            }
-        }
+            },
+        );
         errors.finish(Some(query))
     }
 
@@ -300,6 +269,139 @@ impl StoreQuery {
             query.push_str(&cursor.encode());
         }
         query
+    }
+}
+
+/// The query of `GET /api/stores/{id}/history`: `limit` and `cursor`,
+/// read as [`StoreQuery`] reads them.
+///
+/// ```
+/// use store_domain::{HistoryCursor, HistoryQuery};
+///
+/// let cursor = HistoryCursor::after(50).encode();
+/// let query = HistoryQuery::from_pairs([("limit", "10"), ("cursor", cursor.as_str())])?;
+/// assert_eq!((query.limit.get(), query.after()), (10, 50));
+/// assert_eq!(query.to_query_string(), format!("limit=10&cursor={cursor}"));
+/// assert_eq!(HistoryQuery::default().after(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct HistoryQuery {
+    /// How many events per page (1 to 200, default 50).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub limit: PageLimit,
+    /// Where to start: the previous page's `nextCursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    pub cursor: Option<HistoryCursor>,
+}
+
+impl HistoryQuery {
+    /// Reads the query from its parameters, as [`StoreQuery::from_pairs`]
+    /// does.
+    ///
+    /// # Errors
+    ///
+    /// [`ValidationErrors`] naming each wrong parameter (`limit`, `cursor`).
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ValidationErrors> {
+        let mut query = Self::default();
+        let errors = read_params(pairs, ["limit", "cursor"], |slot, value, errors| {
+            if slot == 0 {
+                read_limit(value, &mut query.limit, errors);
+            } else {
+                read_cursor(value, &mut query.cursor, errors);
+            }
+        });
+        errors.finish(Some(query))
+    }
+
+    /// The version after which the page starts (0: from the first event).
+    #[must_use]
+    pub fn after(&self) -> i32 {
+        self.cursor.map_or(0, |c| c.version())
+    }
+
+    /// The same query from `cursor` on: the next page's query.
+    #[must_use]
+    pub const fn next(self, cursor: HistoryCursor) -> Self {
+        Self {
+            cursor: Some(cursor),
+            ..self
+        }
+    }
+
+    /// The query string, without `?`: `limit=50&cursor=...` (URL-safe as
+    /// it is).
+    #[must_use]
+    pub fn to_query_string(&self) -> String {
+        let mut query = format!("limit={}", self.limit);
+        if let Some(cursor) = self.cursor {
+            query.push_str("&cursor=");
+            query.push_str(&cursor.encode());
+        }
+        query
+    }
+}
+
+/// Reads query parameters: the value of `names[slot]` goes to
+/// `read(slot, value, errors)`. A parameter given twice is an error of its
+/// own; unknown parameters are ignored.
+fn read_params<'a, const N: usize>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    names: [&str; N],
+    mut read: impl FnMut(usize, &'a str, &mut Collector),
+) -> Collector {
+    let mut errors = Collector::default();
+    let mut seen = [false; N];
+    for (name, value) in pairs {
+        let Some(slot) = names.iter().position(|n| *n == name) else {
+            continue;
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            errors.push(param_error(
+                name,
+                FieldErrorCode::InvalidValue,
+                format!("{name} is given more than once"),
+            ));
+            continue;
+        }
+        read(slot, value, &mut errors);
+    }
+    errors
+}
+
+/// Reads `limit`.
+fn read_limit(value: &str, limit: &mut PageLimit, errors: &mut Collector) {
+    match value.parse() {
+        Ok(parsed) => *limit = parsed,
+        Err(PageLimitError::NotANumber) => errors.push(param_error(
+            "limit",
+            FieldErrorCode::InvalidValue,
+            PageLimitError::NotANumber.to_string(),
+        )),
+        Err(err) => errors.push(param_error(
+            "limit",
+            FieldErrorCode::OutOfRange,
+            err.to_string(),
+        )),
+    }
+}
+
+/// Reads `cursor`, a list or a history cursor.
+fn read_cursor<C: FromStr>(value: &str, cursor: &mut Option<C>, errors: &mut Collector) {
+    match value.parse() {
+        Ok(parsed) => *cursor = Some(parsed),
+        Err(_) => errors.push(param_error(
+            "cursor",
+            FieldErrorCode::InvalidValue,
+            "cursor is not one this API gave out; start again without it",
+        )),
     }
 }
 

