@@ -228,8 +228,9 @@ mod tests {
         assert!(!forbids_storing(None));
         let meta = StaleMeta::new(
             StaleReason::CircuitOpen,
-            time::macros::datetime!(2026-11-27 01:00:00 UTC),
-            time::macros::datetime!(2026-11-27 01:00:15 UTC),
+            // 2026-11-27T01:00:00Z and 15 s later.
+            time::OffsetDateTime::from_unix_timestamp(1_795_741_200).unwrap(),
+            time::OffsetDateTime::from_unix_timestamp(1_795_741_215).unwrap(),
         );
         let marked = mark_stale(br#"{"store":{"id":"1"}}"#, meta).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&marked).unwrap();

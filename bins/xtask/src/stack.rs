@@ -934,6 +934,15 @@ fn print_summary(
             "  curl -si http://127.0.0.1:{}/api/stores -H \"Authorization: Bearer $TOKEN\"",
             gateway.port
         );
+        println!("  # or with storectl (bins/storectl/README.md):");
+        println!("  export STORECTL_URL=http://127.0.0.1:{}", gateway.port);
+        println!(
+            "  export STORECTL_TOKEN=$(cargo xtask token --scope \"stores:read stores:write stores:secrets\")"
+        );
+        println!("  cargo run -q -p storectl -- list");
+        println!(
+            "  cargo run -q -p storectl -- create \"Corner Shop\" --secret WIFI_PASSWORD=hunter2"
+        );
         if let Some(other) = gateways.get(1) {
             println!(
                 "  # the same queue behind every gateway: a write's GET /api/requests/ID works on any"
