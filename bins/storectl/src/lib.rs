@@ -29,8 +29,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")?;
-    let stores = StoreClient::builder(cli.url.clone(), StaticToken::new(cli.token.expose()))
-        .http_client(http)
+    let stores = StoreClient::builder(cli.url.clone(), StaticToken::new(cli.token.expose()), http)
         .build()?;
     let json = cli.json;
     match cli.command {

@@ -62,20 +62,12 @@ impl Default for RetryPolicy {
 pub struct StoreClientBuilder {
     base: String,
     tokens: Arc<dyn TokenProvider>,
-    http: Option<reqwest::Client>,
+    http: reqwest::Client,
     retry: RetryPolicy,
     poll: Duration,
 }
 
 impl StoreClientBuilder {
-    /// The `reqwest::Client` to send with (its TLS, proxies and timeouts);
-    /// default: `reqwest::Client::new()` with a 30 s timeout.
-    #[must_use]
-    pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.http = Some(http);
-        self
-    }
-
     /// How calls are tried again ([`RetryPolicy::default`]).
     #[must_use]
     pub const fn retry(mut self, retry: RetryPolicy) -> Self {
@@ -95,24 +87,15 @@ impl StoreClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidUrl`] when the base URL is not `http(s)://…`,
-    /// [`ClientError::Transport`] when the default HTTP client cannot be
-    /// built.
+    /// [`ClientError::InvalidUrl`] when the base URL is not `http(s)://…`.
     pub fn build(self) -> Result<StoreClient, ClientError> {
         let base = self.base.trim_end_matches('/').to_owned();
         if reqwest::Url::parse(&base).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
             return Err(ClientError::InvalidUrl(base));
         }
-        let http = match self.http {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(ClientError::Transport)?,
-        };
         Ok(StoreClient {
             inner: Arc::new(Inner {
-                http,
+                http: self.http,
                 base,
                 tokens: self.tokens,
                 retry: self.retry,
@@ -274,12 +257,19 @@ impl Pending {
 
 impl StoreClient {
     /// A client of the API at `base_url` (the gateway's origin, e.g.
-    /// `https://stores.example.com`), authenticated by `tokens`.
-    pub fn builder(base_url: impl Into<String>, tokens: impl TokenProvider) -> StoreClientBuilder {
+    /// `https://stores.example.com`), authenticated by `tokens`, sending
+    /// with `http` (yours: its TLS, proxies and timeouts; this crate
+    /// chooses no TLS backend, and never builds a client that could fail
+    /// for want of one).
+    pub fn builder(
+        base_url: impl Into<String>,
+        tokens: impl TokenProvider,
+        http: reqwest::Client,
+    ) -> StoreClientBuilder {
         StoreClientBuilder {
             base: base_url.into(),
             tokens: Arc::new(tokens),
-            http: None,
+            http,
             retry: RetryPolicy::default(),
             poll: Duration::from_secs(1),
         }
@@ -636,8 +626,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn http() -> reqwest::Client {
+        testkit::http_client().unwrap()
+    }
+
     fn client() -> StoreClient {
-        StoreClient::builder("http://127.0.0.1:9/", StaticToken::new("t"))
+        StoreClient::builder("http://127.0.0.1:9/", StaticToken::new("t"), http())
             .build()
             .unwrap()
     }
@@ -645,7 +639,7 @@ mod tests {
     #[test]
     fn only_http_urls_make_a_client() {
         for bad in ["ftp://example.com", "not a url", ""] {
-            let error = StoreClient::builder(bad, StaticToken::new("t"))
+            let error = StoreClient::builder(bad, StaticToken::new("t"), http())
                 .build()
                 .unwrap_err();
             assert!(
@@ -725,7 +719,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_tried_again_then_returned() {
-        let client = StoreClient::builder("http://127.0.0.1:9", StaticToken::new("t"))
+        let client = StoreClient::builder("http://127.0.0.1:9", StaticToken::new("t"), http())
             .retry(RetryPolicy {
                 max_attempts: 3,
                 backoff: Duration::from_millis(1),

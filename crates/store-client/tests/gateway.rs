@@ -13,10 +13,14 @@ use store_domain::{
 use system_tests::Platform;
 
 fn client(platform: &Platform, token: String) -> StoreClient {
-    StoreClient::builder(platform.gateway_url(""), StaticToken::new(token))
-        .poll_interval(Duration::from_millis(200))
-        .build()
-        .unwrap()
+    StoreClient::builder(
+        platform.gateway_url(""),
+        StaticToken::new(token),
+        platform.http.clone(),
+    )
+    .poll_interval(Duration::from_millis(200))
+    .build()
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,15 +152,19 @@ async fn every_call_through_the_gateway() {
 async fn a_queued_write_is_awaited_and_a_stale_read_marked() {
     let platform = Platform::start(0).await;
     let token = platform.token("stores:read stores:write").await;
-    let stores = StoreClient::builder(platform.gateway_url(""), StaticToken::new(token))
-        .poll_interval(Duration::from_millis(200))
-        // Gateway answers while the service is frozen are not retried.
-        .retry(RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        })
-        .build()
-        .unwrap();
+    let stores = StoreClient::builder(
+        platform.gateway_url(""),
+        StaticToken::new(token),
+        platform.http.clone(),
+    )
+    .poll_interval(Duration::from_millis(200))
+    // Gateway answers while the service is frozen are not retried.
+    .retry(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    })
+    .build()
+    .unwrap();
     let id = stores
         .create(&CreateStore::new("Queued Shop"))
         .await
