@@ -20,9 +20,10 @@
 //!
 //! The upstream's `x-gateway-subject` parameter is left out: the gateway
 //! sets it itself. Documents are fetched through the pooled upstream
-//! client within the route's timeout, and the composed document is kept
-//! for [`FRESH_FOR`]; when an upstream cannot be read, the last composed
-//! document is served, and without one the answer is 503.
+//! client within the route's timeout, one composition at a time, and the
+//! composed document is kept for [`FRESH_FOR`]; when an upstream cannot be
+//! read, the last composed document is served (and the upstreams are left
+//! alone for [`RETRY_AFTER_FAILURE`]), and without one the answer is 503.
 
 use std::{sync::Arc, time::Duration};
 
@@ -57,32 +58,60 @@ const BEARER: &str = "bearer";
 /// The methods an OpenAPI path item holds.
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
 
-/// `GET /openapi.json`.
+/// How long an upstream that could not be read is left alone before the
+/// next composition (the last document is served meanwhile).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// `GET /openapi.json`. One request at a time composes the document; the
+/// others are answered at once with the last one (or 503 before there is
+/// one), so a flood of requests never queues on an upstream that hangs.
 pub async fn document(State(gateway): State<Arc<Gateway>>) -> Response {
-    let mut kept = gateway.openapi.lock().await;
-    if let Some((at, body)) = kept.as_ref()
-        && at.elapsed() < FRESH_FOR
+    let kept = || {
+        gateway
+            .openapi
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
+    let now = tokio::time::Instant::now();
+    let last = kept();
+    if let Some((due, body)) = &last
+        && now < *due
     {
         return json_response(body.clone());
     }
-    match fetch_all(&gateway).await {
+    let Ok(_composing) = gateway.openapi.composing.try_lock() else {
+        return last.map_or_else(unavailable, |(_, body)| json_response(body));
+    };
+    let answer = match fetch_all(&gateway).await {
         Ok(upstreams) => {
             let composed = compose(&gateway, &upstreams);
             let body = Bytes::from(serde_json::to_vec(&composed).unwrap_or_default());
-            *kept = Some((tokio::time::Instant::now(), body.clone()));
-            json_response(body)
+            Some((now + FRESH_FOR, body))
         }
         Err(error) => {
             tracing::warn!(%error, "an upstream's OpenAPI document could not be read");
-            match kept.as_ref() {
-                Some((_, body)) => json_response(body.clone()),
-                None => GatewayError::new(Code::UpstreamUnavailable)
-                    .with_message("The API description could not be read from the upstream.")
-                    .retry_after(Duration::from_secs(5))
-                    .into_response(),
-            }
+            last.map(|(_, body)| (tokio::time::Instant::now() + RETRY_AFTER_FAILURE, body))
         }
-    }
+    };
+    let Some((due, body)) = answer else {
+        return unavailable();
+    };
+    *gateway
+        .openapi
+        .kept
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((due, body.clone()));
+    json_response(body)
+}
+
+/// 503 before any document could be composed.
+fn unavailable() -> Response {
+    GatewayError::new(Code::UpstreamUnavailable)
+        .with_message("The API description could not be read from the upstream.")
+        .retry_after(RETRY_AFTER_FAILURE)
+        .into_response()
 }
 
 fn json_response(body: Bytes) -> Response {

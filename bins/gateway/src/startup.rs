@@ -130,7 +130,7 @@ impl Application {
             metrics,
             pre_auth: PreAuthLimiter::new(config_pre_auth),
             degraded: Some(Arc::new(degraded)),
-            openapi: tokio::sync::Mutex::new(None),
+            openapi: crate::state::KeptDocument::default(),
             shutting_down: AtomicBool::new(false),
         });
         let refresher = keys.spawn_refresher();

@@ -36,11 +36,20 @@ pub struct Gateway {
     pub pre_auth: PreAuthLimiter,
     /// Degraded mode: stale reads and the durable write queue.
     pub degraded: Option<Arc<Degraded>>,
-    /// The last composed OpenAPI document and when it was composed
-    /// (`crate::openapi`).
-    pub openapi: tokio::sync::Mutex<Option<(tokio::time::Instant, axum::body::Bytes)>>,
+    /// The last composed OpenAPI document (`crate::openapi`).
+    pub openapi: KeptDocument,
     /// Set once shutdown started (`/ready` answers 503).
     pub(crate) shutting_down: AtomicBool,
+}
+
+/// The last composed OpenAPI document and when it is due again; one
+/// composition at a time (others are answered with what is kept).
+#[derive(Debug, Default)]
+pub struct KeptDocument {
+    /// The document and the instant after which it is composed again.
+    pub kept: std::sync::Mutex<Option<(tokio::time::Instant, axum::body::Bytes)>>,
+    /// Held while the upstreams' documents are read.
+    pub composing: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
